@@ -1,0 +1,80 @@
+"""The task edge: the invoke Task class that turns SuiteError into one line, and the objects every
+task builds from its flags (config, events, runner)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import invoke
+
+from deploysuite.config import Config, load_config, parse_cli_overrides
+from deploysuite.errors import SuiteError
+from deploysuite.events import Events
+from deploysuite.runner import Runner
+
+# help= text shared by the flags most tasks take.
+COMMON_HELP = {
+    "env": "Environment to act on: a folder under environments/ (local, staging, production).",
+    "dry_run": "Print the exact commands per host instead of running those that change anything.",
+    "json": "Print the result as one JSON document on stdout (progress stays on stderr).",
+    "verbose": "Also print read-only commands and each build line.",
+    "set_": "Override one variable for this run, KEY=VALUE (highest precedence). Repeatable.",
+    "yes": "Do not ask for confirmation (CI).",
+}
+
+
+class SuiteTask(invoke.Task):  # type: ignore[misc]
+    """An invoke Task whose SuiteErrors end the run with one line and a non-zero exit code."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SuiteError as exc:
+            masker = getattr(exc, "masker", None)
+            line = exc.one_line()
+            print(masker(line) if masker else line, file=sys.stderr, flush=True)
+            raise invoke.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            raise invoke.Exit(code=130) from None
+
+
+def task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """invoke's @task with the suite's Task class and the common flags' help text filled in."""
+
+    def decorate(body: Callable[..., Any]) -> Any:
+        names = body.__code__.co_varnames[: body.__code__.co_argcount]
+        help_ = {k: v for k, v in COMMON_HELP.items() if k in names}
+        help_.update(kwargs.pop("help", {}))
+        return invoke.task(klass=SuiteTask, help=help_, **kwargs)(body)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorate(args[0])
+    return decorate
+
+
+@dataclass
+class Session:
+    """What one task run works with."""
+
+    config: Config
+    events: Events
+    runner: Runner
+
+
+def session(
+    env: str,
+    *,
+    dry_run: bool = False,
+    json: bool = False,
+    verbose: bool = False,
+    overrides: Iterable[str] = (),
+    service: str | None = None,
+) -> Session:
+    config = load_config(env, service=service, cli=parse_cli_overrides(overrides))
+    masker = config.masker()
+    events = Events(json_mode=json, verbose=verbose, masker=masker)
+    return Session(config, events, Runner(events, masker, dry_run=dry_run))

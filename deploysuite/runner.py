@@ -1,0 +1,206 @@
+"""The one place that runs commands.
+
+Commands arrive as data (argv tuples built by pure functions). The runner masks them before any
+line is printed, honours --dry-run (mutating commands are printed, not run; read-only commands
+still run because the plan depends on what they read), and turns a failure into CommandFailed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from deploysuite.errors import CommandFailed, SuiteError
+from deploysuite.events import Events
+from deploysuite.masking import Masker
+
+STDERR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    description: str = ""
+    host: str = "local"
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    mutates: bool = True
+    timeout: float | None = None
+    input: bytes | None = None
+
+    def display(self, masker: Masker) -> str:
+        text = f"[{self.host}] $ {shlex.join(masker.argv(self.argv))}"
+        if self.cwd:
+            text = f"[{self.host}] $ cd {shlex.quote(self.cwd)} && {text.split('$ ', 1)[1]}"
+        if self.env:
+            text += f"   # with {len(self.env)} variables from the config in its environment"
+        return text
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """argv | argv | ...; fails when any stage fails (pipefail), not only the last."""
+
+    stages: tuple[Command, ...]
+    description: str = ""
+    mutates: bool = True
+
+    def display(self, masker: Masker) -> str:
+        host = self.stages[0].host
+        return f"[{host}] $ " + " | ".join(shlex.join(masker.argv(s.argv)) for s in self.stages)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def local_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+class Runner:
+    def __init__(self, events: Events, masker: Masker | None = None, dry_run: bool = False):
+        self.events = events
+        self.masker = masker or Masker()
+        self.dry_run = dry_run
+
+    def run(
+        self,
+        command: Command,
+        *,
+        check: bool = True,
+        on_line: Callable[[str], None] | None = None,
+        fix: str | None = None,
+    ) -> Result:
+        """Run one command. on_line receives each masked output line as it arrives (progress)."""
+        if command.host != "local":
+            raise SuiteError(f"no transport for host {command.host!r} yet", "use --env=local")
+        self.events.command(
+            command.display(self.masker), run=not (self.dry_run and command.mutates)
+        )
+        if self.dry_run and command.mutates:
+            return Result(command.argv, 0, "", "", dry_run=True)
+        started = time.monotonic()
+        try:
+            if on_line is None:
+                proc = subprocess.run(
+                    command.argv,
+                    input=command.input,
+                    capture_output=True,
+                    env=local_environ(command.env),
+                    cwd=command.cwd,
+                    timeout=command.timeout,
+                    check=False,
+                )
+                stdout = proc.stdout.decode(errors="replace")
+                stderr = proc.stderr.decode(errors="replace")
+                code = proc.returncode
+            else:
+                code, stdout, stderr = self._stream(command, on_line)
+        except FileNotFoundError:
+            raise SuiteError(
+                f"`{command.argv[0]}` is not installed on {command.host}",
+                "run ./scripts/quickstart to install what the suite needs",
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(
+                self.masker.argv(command.argv), -1, f"timed out after {command.timeout}s"
+            ) from None
+        result = Result(command.argv, code, stdout, stderr, seconds=time.monotonic() - started)
+        if check and code != 0:
+            raise CommandFailed(
+                self.masker.argv(command.argv), code, self.masker(stderr or stdout), fix=fix
+            )
+        return result
+
+    def _stream(self, command: Command, on_line: Callable[[str], None]) -> tuple[int, str, str]:
+        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        with subprocess.Popen(
+            command.argv,
+            stdin=subprocess.PIPE if command.input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=local_environ(command.env),
+            cwd=command.cwd,
+        ) as proc:
+            if command.input is not None and proc.stdin is not None:
+                proc.stdin.write(command.input)
+                proc.stdin.close()
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = self.masker(raw.decode(errors="replace").rstrip("\n"))
+                tail.append(line)
+                on_line(line)
+            code = proc.wait(timeout=command.timeout)
+        text = "\n".join(tail)
+        return code, text, text
+
+    def run_pipeline(self, pipeline: Pipeline, *, fix: str | None = None) -> Result:
+        """Run stages connected by pipes; any stage failing fails the whole (pipefail)."""
+        self.events.command(
+            pipeline.display(self.masker), run=not (self.dry_run and pipeline.mutates)
+        )
+        argv = tuple(a for s in pipeline.stages for a in (*s.argv, "|"))[:-1]
+        if self.dry_run and pipeline.mutates:
+            return Result(argv, 0, "", "", dry_run=True)
+        started = time.monotonic()
+        procs: list[subprocess.Popen[bytes]] = []
+        # stderr to files: a pipe nobody reads could fill up and deadlock the pipeline
+        errs = [tempfile.TemporaryFile() for _ in pipeline.stages]  # noqa: SIM115
+        previous: subprocess.Popen[bytes] | None = None
+        out = b""
+        try:
+            for stage, err_file in zip(pipeline.stages, errs, strict=True):
+                proc = subprocess.Popen(
+                    stage.argv,
+                    stdin=previous.stdout if previous else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err_file,
+                    env=local_environ(stage.env),
+                    cwd=stage.cwd,
+                )
+                if previous is not None and previous.stdout is not None:
+                    previous.stdout.close()  # the writer gets SIGPIPE if the reader dies
+                procs.append(proc)
+                previous = proc
+            out, _ = procs[-1].communicate()
+        except FileNotFoundError as exc:
+            for p in procs:
+                p.kill()
+            raise SuiteError(
+                f"`{exc.filename}` is not installed", "run ./scripts/quickstart"
+            ) from None
+        codes = [p.wait() for p in procs]
+        texts = []
+        for err_file in errs:
+            err_file.seek(0)
+            texts.append(err_file.read().decode(errors="replace"))
+            err_file.close()
+        for stage, code, text in zip(pipeline.stages, codes, texts, strict=True):
+            if code != 0:
+                raise CommandFailed(self.masker.argv(stage.argv), code, self.masker(text), fix=fix)
+        return Result(
+            argv,
+            0,
+            out.decode(errors="replace"),
+            self.masker(texts[-1]),
+            seconds=time.monotonic() - started,
+        )

@@ -1,0 +1,17 @@
+"""My-SaaS-Chat deployment suite: the root collection. Tasks live in tasks/<area>.py."""
+
+import os
+
+# invoke loads this file as the module `tasks`, which would hide the tasks/ package; a __path__
+# makes `tasks.<area>` importable from here too, the same modules `import tasks.env` gives.
+__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")]
+
+from invoke import Collection
+
+from tasks import deploy, env, images
+
+ns = Collection()
+ns.add_collection(env.ns)
+ns.add_collection(images.ns)
+for root_task in deploy.ns.tasks.values():  # deploy, status, logs are verbs of their own
+    ns.add_task(root_task)
