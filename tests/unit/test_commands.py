@@ -1,0 +1,66 @@
+from pathlib import Path
+
+from deploysuite import commands
+
+FILES = (Path("/srv/app/docker-compose.prod.yml"),)
+
+
+def test_compose_up_waits_and_removes_orphans():
+    assert commands.compose_up("mysaaschat", FILES, wait_timeout=120) == (
+        "docker", "compose", "--project-name", "mysaaschat",
+        "--file", "/srv/app/docker-compose.prod.yml",
+        "up", "--detach", "--wait", "--wait-timeout", "120", "--remove-orphans",
+    )  # fmt: skip
+
+
+def test_compose_up_with_profiles_and_services():
+    assert commands.compose_up(
+        "p", FILES, services=["chat"], wait_timeout=5, profiles=["unavailable"]
+    ) == (
+        "docker", "compose", "--project-name", "p", "--file", "/srv/app/docker-compose.prod.yml",
+        "--profile", "unavailable",
+        "up", "--detach", "--wait", "--wait-timeout", "5", "--remove-orphans", "chat",
+    )  # fmt: skip
+
+
+def test_compose_queries():
+    base = ("docker", "compose", "--project-name", "p", "--file", str(FILES[0]))
+    assert commands.compose_ps("p", FILES) == (*base, "ps", "--all", "--format", "json")
+    assert commands.compose_config_hashes("p", FILES) == (*base, "config", "--hash", "*")
+    assert commands.compose_config_quiet("p", FILES) == (*base, "config", "--quiet")
+    assert commands.compose_logs("p", FILES, ["chat"], follow=True, tail=5) == (
+        *base, "logs", "--no-color", "--tail", "5", "--follow", "chat",
+    )  # fmt: skip
+
+
+def test_docker_build_is_deterministic_in_flag_order():
+    argv = commands.docker_build(
+        Path("docker/base/postgres"),
+        ["mysaaschat/postgres:bookworm"],
+        build_args={"Z": "1", "DEBIAN_IMAGE": "mysaaschat/debian:bookworm"},
+        labels={"org.mysaaschat.recipe": "abc"},
+        target="runner",
+    )
+    assert argv == (
+        "docker", "build", "--tag", "mysaaschat/postgres:bookworm", "--target", "runner",
+        "--build-arg", "DEBIAN_IMAGE=mysaaschat/debian:bookworm", "--build-arg", "Z=1",
+        "--label", "org.mysaaschat.recipe=abc", "docker/base/postgres",
+    )  # fmt: skip
+
+
+def test_rootfs_commands():
+    assert commands.debootstrap("bookworm", Path("/tmp/r"), "http://mirror/debian") == (
+        "debootstrap", "--variant=minbase", "bookworm", "/tmp/r", "http://mirror/debian",
+    )  # fmt: skip
+    assert commands.tar_directory(Path("/tmp/r")) == (
+        "tar", "--numeric-owner", "-C", "/tmp/r", "-c", ".",
+    )  # fmt: skip
+    assert commands.docker_import("img:tag", {"a": "1"}) == (
+        "docker", "import", "--change", "LABEL a=1", "-", "img:tag",
+    )  # fmt: skip
+
+
+def test_image_label_query():
+    assert commands.docker_image_label("i:t", "org.x") == (
+        "docker", "image", "inspect", "--format", '{{index .Config.Labels "org.x"}}', "i:t",
+    )  # fmt: skip
