@@ -4,6 +4,7 @@ pure decision of what an `up` would change."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,6 @@ from pathlib import Path
 from deploysuite.config import Config
 
 COMPOSE_FILE = "docker-compose.prod.yml"
-CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,22 @@ class ContainerState:
     exit_code: int
     ports: tuple[str, ...]
     config_hash: str
+    image_id: str  # the image compose created the container from (its tag may have moved since)
 
     @property
     def ok(self) -> bool:
         return self.state == "running" and self.health in ("", "healthy")
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    out = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if sep:
-            out[key.strip()] = value
-    return out
+# `compose ps` joins labels with commas, and other labels' values may hold commas: match the two
+# that matter by their exact shape instead of splitting.
+CONFIG_HASH_RE = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([0-9a-f]{64})(?:,|$)")
+IMAGE_ID_RE = re.compile(r"(?:^|,)com\.docker\.compose\.image=(sha256:[0-9a-f]{64})(?:,|$)")
+
+
+def label_match(pattern: re.Pattern[str], labels: str) -> str:
+    match = pattern.search(labels)
+    return match.group(1) if match else ""
 
 
 def published_ports(publishers: Sequence[Mapping[str, object]] | None) -> tuple[str, ...]:
@@ -75,7 +78,7 @@ def parse_ps(text: str) -> list[ContainerState]:
     )
     out = []
     for item in items:
-        labels = parse_labels(str(item.get("Labels", "")))
+        labels = str(item.get("Labels", ""))
         out.append(
             ContainerState(
                 service=str(item.get("Service", "")),
@@ -85,7 +88,8 @@ def parse_ps(text: str) -> list[ContainerState]:
                 health=str(item.get("Health", "")),
                 exit_code=int(item.get("ExitCode", 0) or 0),
                 ports=published_ports(item.get("Publishers")),  # type: ignore[arg-type]
-                config_hash=labels.get(CONFIG_HASH_LABEL, ""),
+                config_hash=label_match(CONFIG_HASH_RE, labels),
+                image_id=label_match(IMAGE_ID_RE, labels),
             )
         )
     return sorted(out, key=lambda c: (c.service, c.name))
@@ -114,13 +118,13 @@ class UpPlan:
 def plan_up(
     wanted: Mapping[str, str],
     containers: Sequence[ContainerState],
+    images: Mapping[str, str],
     image_ids: Mapping[str, str],
-    container_image_ids: Mapping[str, str],
 ) -> UpPlan:
     """Pure: compare the config hashes and image ids compose would use with what runs.
 
-    wanted: service -> config hash; image_ids: image ref -> current id of that tag;
-    container_image_ids: container name -> id of the image it runs.
+    wanted: service -> config hash; images: service -> image ref in the compose file;
+    image_ids: image ref -> the id its tag points to now.
     """
     by_service: dict[str, list[ContainerState]] = {}
     for c in containers:
@@ -134,7 +138,7 @@ def plan_up(
         elif any(c.config_hash != config_hash for c in running):
             changes[service] = "configuration changed"
         elif any(
-            image_ids.get(c.image) and container_image_ids.get(c.name) != image_ids.get(c.image)
+            c.image_id and image_ids.get(images.get(service, "")) not in (None, c.image_id)
             for c in running
         ):
             changes[service] = "image changed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,10 +35,9 @@ class StackState:
     containers: tuple[ContainerState, ...]
     images: Mapping[str, str]  # service -> image ref from the compose file
     image_ids: Mapping[str, str]
-    container_image_ids: Mapping[str, str]
 
     def plan(self) -> UpPlan:
-        return plan_up(self.wanted, self.containers, self.image_ids, self.container_image_ids)
+        return plan_up(self.wanted, self.containers, self.images, self.image_ids)
 
 
 def read(runner: Runner, stack: Stack, env: Mapping[str, str]) -> StackState:
@@ -55,30 +55,20 @@ def read(runner: Runner, stack: Stack, env: Mapping[str, str]) -> StackState:
             stack.project, stack.files, "config", "--format", "json", profiles=stack.profiles
         )
     )
-    import json
-
     model = json.loads(images_text)
     images = {name: svc.get("image", "") for name, svc in model.get("services", {}).items()}
     containers = tuple(
         parse_ps(query(commands.compose_ps(stack.project, stack.files, stack.profiles)))
     )
     image_ids: dict[str, str] = {}
-    for ref in sorted(set(images.values()) | {c.image for c in containers}):
+    for ref in sorted(set(images.values())):
         result = runner.run(
             Command(("docker", "image", "inspect", "--format", "{{.Id}}", ref), mutates=False),
             check=False,
         )
         if result.ok:
             image_ids[ref] = result.stdout.strip()
-    container_image_ids: dict[str, str] = {}
-    if containers:
-        out = query(
-            ("docker", "inspect", "--format", "{{.Name}} {{.Image}}", *(c.name for c in containers))
-        )
-        for line in out.splitlines():
-            name, _, image_id = line.strip().partition(" ")
-            container_image_ids[name.lstrip("/")] = image_id
-    return StackState(wanted, containers, images, image_ids, container_image_ids)
+    return StackState(wanted, containers, images, image_ids)
 
 
 def missing_images(state: StackState) -> list[str]:
@@ -107,17 +97,69 @@ def require_images(state: StackState, env_name: str) -> None:
         )
 
 
-def status_rows(containers: tuple[ContainerState, ...]) -> list[dict[str, str]]:
+def status_rows(state: StackState) -> list[dict[str, str]]:
     rows = []
-    for c in containers:
+    for c in state.containers:
         urls = ["http://" + p.split("->")[0].replace("0.0.0.0", "127.0.0.1") for p in c.ports]
+        ref = state.images.get(c.service, c.image)
+        outdated = c.image_id and state.image_ids.get(ref) not in (None, c.image_id)
         rows.append(
             {
                 "service": c.service,
-                "image": c.image,
+                "image": ref + (" (outdated)" if outdated else ""),
                 "state": c.state if c.state == "running" else f"{c.state} ({c.exit_code})",
                 "health": c.health or "no healthcheck",
                 "url": " ".join(urls) or "-",
             }
         )
+    missing = sorted(set(state.wanted) - {c.service for c in state.containers})
+    rows += [
+        {
+            "service": m,
+            "image": state.images.get(m, ""),
+            "state": "absent",
+            "health": "-",
+            "url": "-",
+        }
+        for m in missing
+    ]
     return rows
+
+
+def unhealthy(state: StackState) -> list[str]:
+    """Services that are absent, stopped or failing their healthcheck."""
+    bad = {c.service for c in state.containers if not c.ok}
+    bad |= set(state.wanted) - {c.service for c in state.containers}
+    return sorted(bad)
+
+
+def diagnose(runner: Runner, stack: Stack, env: Mapping[str, str], state: StackState) -> list[str]:
+    """For each unhealthy service: its last healthcheck output and last log lines, masked."""
+    lines: list[str] = []
+    for c in state.containers:
+        if c.ok:
+            continue
+        health = runner.run(
+            Command(
+                ("docker", "inspect", "--format", "{{json .State.Health}}", c.name), mutates=False
+            ),
+            check=False,
+        ).stdout.strip()
+        probe = ""
+        if health and health != "null":
+            log = json.loads(health).get("Log") or []
+            if log:
+                probe = f"exit {log[-1].get('ExitCode')}: {log[-1].get('Output', '').strip()[:300]}"
+        lines.append(f"{c.service}: state {c.state}, health {c.health or '-'}")
+        if probe:
+            lines.append(f"  last healthcheck: {probe}")
+        logs = runner.run(
+            Command(
+                commands.compose_logs(stack.project, stack.files, [c.service], tail=15),
+                env=env,
+                mutates=False,
+            ),
+            check=False,
+        )
+        lines += [f"  | {line}" for line in logs.stdout.splitlines()[-15:]]
+    return [runner.masker(line) for line in lines]

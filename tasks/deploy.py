@@ -7,7 +7,7 @@ from invoke import Collection
 from deploysuite import localstack
 from deploysuite.cli import session, task
 from deploysuite.compose import stack_for
-from deploysuite.errors import SuiteError
+from deploysuite.errors import CommandFailed, SuiteError
 
 COLUMNS = ["service", "image", "state", "health", "url"]
 
@@ -31,27 +31,39 @@ def deploy(c, env="local", dry_run=False, json=False, verbose=False, set_=None, 
     state = localstack.read(s.runner, stack, compose_env)
     localstack.require_images(state, env)
     plan = state.plan()
+    failed = None
     if plan.nothing_to_do:
         s.events.info("nothing to do: every service runs its current configuration and image")
     else:
         for service, why in plan.changes.items():
             s.events.info(f"  {service}: {why}")
-        with s.events.step(f"converge {len(plan.changes)} service(s)"):
-            localstack.converge(s.runner, stack, compose_env, wait_timeout)
+        try:
+            with s.events.step(f"converge {len(plan.changes)} service(s)"):
+                localstack.converge(s.runner, stack, compose_env, wait_timeout)
+        except CommandFailed as exc:
+            failed = exc
         if not dry_run:
             state = localstack.read(s.runner, stack, compose_env)
-    rows = localstack.status_rows(state.containers)
     s.events.result(
-        rows,
+        localstack.status_rows(state),
         COLUMNS,
         title=f"environment '{env}' ({stack.project}):",
         extra={"env": env, "changed": dict(plan.changes), "dry_run": dry_run},
     )
-    bad = [c.service for c in state.containers if not c.ok]
-    if bad and not dry_run:
-        raise SuiteError(
-            f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}"
-        )
+    if not dry_run:
+        report_unhealthy(s, stack, compose_env, state, env)
+    if failed is not None:
+        raise failed
+
+
+def report_unhealthy(s, stack, compose_env, state, env) -> None:
+    """Name each unhealthy service with its failing check and last log lines, then fail."""
+    bad = localstack.unhealthy(state)
+    if not bad:
+        return
+    for line in localstack.diagnose(s.runner, stack, compose_env, state):
+        s.events.info(line)
+    raise SuiteError(f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}")
 
 
 @task(iterable=["set_"])

@@ -71,3 +71,32 @@ def test_suite_errors_become_one_line_and_exit_code(capsys):
         broken(Context())
     assert info.value.code == 2
     assert capsys.readouterr().err == "error: bad thing (fix: do this)\n"
+
+
+def test_unreachable_engine_is_one_line_and_exit_3(tmp_path):
+    env = {**__import__("os").environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    env.update(POSTGRES_PASSWORD="x" * 43, RABBITMQ_DEFAULT_PASS="y" * 43)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=local"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: the Docker engine does not answer")
+    )
+
+
+def test_remote_environments_refuse_clearly_until_the_ssh_deploy_exists():
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=staging"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "remote deploy over SSH" in result.stderr

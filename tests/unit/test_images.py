@@ -86,3 +86,14 @@ def test_mirror_from_one_line_sources():
     text = "# comment\ndeb [arch=amd64] http://m.example/debian bookworm main\n"
     assert mirror_from_apt_sources(text) == "http://m.example/debian"
     assert mirror_from_apt_sources("deb http://m.example/debian bullseye main\n") is None
+
+
+def test_disk_space_check_refuses_before_any_work(tmp_path: Path):
+    import pytest
+
+    from deploysuite.bootstrap import ensure_disk_space
+    from deploysuite.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="the bootstrap needs"):
+        ensure_disk_space([tmp_path], needed=10**18)
+    ensure_disk_space([tmp_path], needed=1)
