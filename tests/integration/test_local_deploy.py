@@ -57,7 +57,8 @@ class Stack:
     def down(self) -> None:
         subprocess.run(
             ["docker", "compose", "--project-name", self.project,
-             "--file", str(REPO / "docker-compose.prod.yml"), "down", "--volumes", "--remove-orphans"],
+             "--file", str(REPO / "docker-compose.prod.yml"),
+             "down", "--volumes", "--remove-orphans"],
             env=self.env, capture_output=True, timeout=180, check=False,
         )  # fmt: skip
 
