@@ -61,6 +61,9 @@ def make_rootfs(runner: Runner, workdir: Path, mirror: str) -> None:
         Command(commands.debootstrap("bookworm", target, mirror), timeout=1800),
         fix="check the mirror (DEBIAN_MIRROR) and free space, then rerun inv images.bootstrap",
     )
+    # debootstrap leaves ~80 MB of package lists and archives; no image needs them (each recipe
+    # runs apt-get update first).
+    runner.run(Command(commands.clean_rootfs_caches(target)))
     runner.run_pipeline(
         Pipeline(
             (
@@ -119,4 +122,7 @@ def execute_bootstrap(
         for future, image in futures.items():
             seconds[image.name] = future.result()
             runner.events.info(f"✓ build {image.ref} ({seconds[image.name]:.0f}s)")
+    if plan.build:
+        # The tags moved: drop the replaced versions no container uses any more.
+        runner.run(Command(commands.prune_dangling_images(RECIPE_LABEL)), check=False)
     return seconds

@@ -31,6 +31,17 @@ def debootstrap(suite: str, target: Path, mirror: str, variant: str = "minbase")
     return ("debootstrap", f"--variant={variant}", suite, str(target), mirror)
 
 
+def clean_rootfs_caches(root: Path) -> Argv:
+    return (
+        "find",
+        str(root / "var/lib/apt/lists"),
+        str(root / "var/cache/apt"),
+        "-mindepth",
+        "1",
+        "-delete",
+    )
+
+
 def tar_directory(path: Path) -> Argv:
     """A tar stream of the directory's contents on stdout (numeric owners keep uids as they are)."""
     return ("tar", "--numeric-owner", "-C", str(path), "-c", ".")
@@ -41,6 +52,11 @@ def labels_args(labels: Mapping[str, str], flag: str = "--label") -> list[str]:
     for key, value in sorted(labels.items()):
         out += [flag, f"{key}={value}"]
     return out
+
+
+def prune_dangling_images(label: str) -> Argv:
+    """Untagged images that carry the label and that no container uses."""
+    return ("docker", "image", "prune", "--force", "--filter", f"label={label}")
 
 
 def docker_import(image: str, labels: Mapping[str, str]) -> Argv:

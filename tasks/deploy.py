@@ -72,25 +72,12 @@ def status(c, env="local", json=False, verbose=False, set_=None):
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
     localstack.engine_version(s.runner)
     stack = stack_for(s.config)
-    state = localstack.read(s.runner, stack, s.config.as_env())
-    rows = localstack.status_rows(state.containers)
-    missing = sorted(set(state.wanted) - {c.service for c in state.containers})
-    rows += [
-        {
-            "service": m,
-            "image": state.images.get(m, ""),
-            "state": "absent",
-            "health": "-",
-            "url": "-",
-        }
-        for m in missing
-    ]
-    s.events.result(rows, COLUMNS, title=f"environment '{env}' ({stack.project}):")
-    bad = [c.service for c in state.containers if not c.ok] + missing
-    if bad:
-        raise SuiteError(
-            f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}"
-        )
+    compose_env = s.config.as_env()
+    state = localstack.read(s.runner, stack, compose_env)
+    s.events.result(
+        localstack.status_rows(state), COLUMNS, title=f"environment '{env}' ({stack.project}):"
+    )
+    report_unhealthy(s, stack, compose_env, state, env)
 
 
 @task(

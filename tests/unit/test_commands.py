@@ -64,3 +64,10 @@ def test_image_label_query():
     assert commands.docker_image_label("i:t", "org.x") == (
         "docker", "image", "inspect", "--format", '{{index .Config.Labels "org.x"}}', "i:t",
     )  # fmt: skip
+
+
+def test_rootfs_cache_cleanup_stays_inside_the_rootfs():
+    assert commands.clean_rootfs_caches(Path("/b/rootfs")) == (
+        "find", "/b/rootfs/var/lib/apt/lists", "/b/rootfs/var/cache/apt",
+        "-mindepth", "1", "-delete",
+    )  # fmt: skip
