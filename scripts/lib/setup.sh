@@ -29,7 +29,8 @@ ensure_apt_packages() {
 
 ensure_venv() {
   local stamp="$VENV/.installed" want
-  want="$(cat "$ROOT/pyproject.toml" "$ROOT/services/requirements.txt" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  want="$(for f in "$ROOT/pyproject.toml" "$ROOT/services/requirements.txt"; do
+    [ -f "$f" ] && cat "$f"; done | sha256sum | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   say "installing the Python environment into .venv"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
