@@ -30,7 +30,7 @@ ensure_apt_packages() {
 ensure_venv() {
   local stamp="$VENV/.installed" want
   want="$(for f in "$ROOT/pyproject.toml" "$ROOT/services/requirements.txt"; do
-    [ -f "$f" ] && cat "$f"; done | sha256sum | cut -d' ' -f1)"
+    if [ -f "$f" ]; then cat "$f"; fi; done | sha256sum | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   say "installing the Python environment into .venv"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
