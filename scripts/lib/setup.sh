@@ -27,6 +27,15 @@ ensure_apt_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+pip_quiet() {
+  # pip's output goes to a log that is shown only when pip fails.
+  local log="$VENV/pip.log"
+  if ! "$VENV/bin/pip" "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    die "pip $* failed (log above)"
+  fi
+}
+
 ensure_venv() {
   local stamp="$VENV/.installed" want
   want="$(for f in "$ROOT/pyproject.toml" "$ROOT/services/requirements.txt"; do
@@ -34,10 +43,10 @@ ensure_venv() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   say "installing the Python environment into .venv"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e "$ROOT[test]"
+  pip_quiet install --upgrade pip
+  pip_quiet install -e "$ROOT[test]"
   if [ -f "$ROOT/services/requirements.txt" ]; then
-    "$VENV/bin/pip" install -q -r "$ROOT/services/requirements.txt"
+    pip_quiet install -r "$ROOT/services/requirements.txt"
   fi
   echo "$want" > "$stamp"
 }
