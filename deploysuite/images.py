@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +26,17 @@ def base_image_ref(name: str) -> str:
     return f"mysaaschat/{name}:{DEBIAN_SUITE}"
 
 
-def hash_tree(path: Path) -> str:
-    """sha256 over every file's relative path, executable bit and bytes, in sorted order."""
+def hash_tree(path: Path, skip: Callable[[Path], bool] = lambda rel: False) -> str:
+    """sha256 over every file's relative path, executable bit and bytes, in sorted order.
+
+    skip(relative_path) leaves a file out (tests, caches: what never reaches an image).
+    """
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        rel = file.relative_to(path)
+        if skip(rel):
+            continue
+        digest.update(rel.as_posix().encode() + b"\0")
         digest.update(b"x" if file.stat().st_mode & 0o111 else b"-")
         digest.update(file.read_bytes())
         digest.update(b"\0")

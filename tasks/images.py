@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from invoke import Collection
 
+from deploysuite import registry
 from deploysuite.bootstrap import execute_bootstrap, image_sizes, read_labels
 from deploysuite.cli import session, task
 from deploysuite.errors import ConfigError
 from deploysuite.images import ROOTFS_IMAGE, base_images, host_debian_mirror, plan_bootstrap
+from deploysuite.localstack import engine_version
+from deploysuite.service_build import (
+    IMAGES_FILE,
+    build_services,
+    git_version,
+    read_images_file,
+    record_digests,
+)
+from deploysuite.service_images import SERVICES, ServiceImage, find_service
 
 
 @task(
@@ -56,5 +66,112 @@ def bootstrap(
     s.events.result(rows, ["image", "recipe", "state", "size", "seconds"], title="base images:")
 
 
-ns = Collection("images", bootstrap)
+def selected_services(service: str) -> list[ServiceImage]:
+    if not service:
+        return list(SERVICES)
+    names = [n.strip() for n in service.split(",") if n.strip()]
+    unknown = [n for n in names if find_service(n) is None]
+    if unknown:
+        raise ConfigError(
+            f"unknown service(s): {', '.join(unknown)}",
+            "choose from " + ", ".join(s.name for s in SERVICES),
+        )
+    return [s for s in SERVICES if s.name in names]
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "service": "Only these services (comma list); default: all.",
+        "tag": "Image tag; default: the git SHA, with -dirty when the tree has changes.",
+        "push": "Push after building (same as running images.push next).",
+        "parallel": "How many images to build at once (default from config: images.parallel).",
+    },
+)
+def build(
+    c,
+    env="local",
+    service="",
+    tag="",
+    push=False,
+    parallel=0,
+    dry_run=False,
+    json=False,
+    verbose=False,
+    set_=None,
+):
+    """Build the service images (only what changed), tagged with the git SHA; table of results."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    engine_version(s.runner)
+    root = s.config.root
+    tag = tag or git_version(s.runner, root)
+    repository = s.config.require("IMAGE_REPOSITORY")
+    results = build_services(
+        s.runner,
+        root,
+        selected_services(service),
+        repository,
+        tag,
+        s.config.require("PYTHON_IMAGE"),
+        parallel=parallel or c.config.images.parallel,
+    )
+    rows = [
+        {
+            "service": r.service,
+            "image": r.ref,
+            "state": r.state,
+            "size": f"{r.size / 1e6:.0f} MB" if r.size else "-",
+            "seconds": f"{r.seconds:.1f}",
+        }
+        for r in results
+    ]
+    built = sum(r.state == "built" for r in results)
+    s.events.result(
+        rows,
+        ["service", "image", "state", "size", "seconds"],
+        title=f"service images, tag {tag} ({built} built, {len(results) - built} reused):",
+        extra={"tag": tag},
+    )
+    if push:
+        push_images(s, [r.ref for r in results])
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "service": "Only these services (comma list); default: every image in build/images.json."
+    },
+)
+def push(c, env="local", service="", dry_run=False, json=False, verbose=False, set_=None):
+    """Push the built images to the registry and record their digests for the release manifest."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    built = read_images_file(s.config.root)
+    names = [x.name for x in selected_services(service)] if service else sorted(built)
+    missing = [n for n in names if n not in built]
+    if missing or not names:
+        raise ConfigError(
+            f"no built image recorded for: {', '.join(missing) or 'any service'}",
+            f"inv images.build --env={env}",
+        )
+    push_images(s, [str(built[n]["ref"]) for n in names])
+
+
+def push_images(s, refs: list[str]) -> None:
+    username = s.config.get("REGISTRY_USERNAME")
+    password = s.config.get("REGISTRY_PASSWORD")
+    auth = {"username": username, "password": password} if username and password else None
+    if not auth:
+        s.events.warn("REGISTRY_USERNAME/REGISTRY_PASSWORD not set: pushing without credentials")
+    results = registry.push_all(s.runner, refs, auth)
+    if s.runner.dry_run:
+        return
+    record_digests(s.config.root, results)
+    s.events.result(
+        [{"image": r.ref, "digest": r.digest} for r in results],
+        ["image", "digest"],
+        title=f"pushed; digests recorded in {IMAGES_FILE}:",
+    )
+
+
+ns = Collection("images", bootstrap, build, push)
 ns.configure({"images": {"parallel": 2}})
