@@ -34,7 +34,7 @@ class Stack:
             "PROMETHEUS_PORT": str(self.port),
             # The test's own secrets, so it neither needs nor touches environments/local/secrets.env
             "POSTGRES_PASSWORD": secrets.token_urlsafe(32),
-            "RABBITMQ_DEFAULT_PASS": secrets.token_urlsafe(32),
+            "RABBITMQ_PASSWORD": secrets.token_urlsafe(32),
         }
 
     def inv(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

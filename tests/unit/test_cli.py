@@ -75,7 +75,7 @@ def test_suite_errors_become_one_line_and_exit_code(capsys):
 
 def test_unreachable_engine_is_one_line_and_exit_3(tmp_path):
     env = {**__import__("os").environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
-    env.update(POSTGRES_PASSWORD="x" * 43, RABBITMQ_DEFAULT_PASS="y" * 43)
+    env.update(POSTGRES_PASSWORD="x" * 43, RABBITMQ_PASSWORD="y" * 43)
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=local"],
         capture_output=True,

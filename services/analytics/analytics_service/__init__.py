@@ -1,0 +1,1 @@
+"""Analytics service of My-SaaS-Chat: event ingestion and counts."""

@@ -1,0 +1,1 @@
+"""Auth service of My-SaaS-Chat: registration, login, bearer tokens."""

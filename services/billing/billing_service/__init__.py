@@ -1,0 +1,1 @@
+"""Billing service of My-SaaS-Chat: plans and the payment-provider webhook."""

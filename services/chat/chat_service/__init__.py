@@ -1,0 +1,1 @@
+"""Chat service of My-SaaS-Chat: rooms, messages, WebSocket push fanned out through Redis."""

@@ -1,0 +1,7 @@
+import sys
+
+from chat_service.main import migrate, serve
+from saaschat.cli import run_cli
+
+if __name__ == "__main__":
+    sys.exit(run_cli("chat_service", "chat", sys.argv[1:], {"serve": serve, "migrate": migrate}))

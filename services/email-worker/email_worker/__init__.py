@@ -1,0 +1,1 @@
+"""Email worker of My-SaaS-Chat: delivers queued email jobs over SMTP."""

@@ -1,0 +1,1 @@
+"""Orchestrator service of My-SaaS-Chat: accepts background jobs and queues them."""

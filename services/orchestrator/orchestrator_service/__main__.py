@@ -1,0 +1,14 @@
+import sys
+
+from orchestrator_service.main import migrate, serve
+from saaschat.cli import run_cli
+
+if __name__ == "__main__":
+    sys.exit(
+        run_cli(
+            "orchestrator_service",
+            "orchestrator",
+            sys.argv[1:],
+            {"serve": serve, "migrate": migrate},
+        )
+    )
