@@ -75,8 +75,11 @@ def docker_build(
     labels: Mapping[str, str] | None = None,
     dockerfile: Path | None = None,
     target: str | None = None,
+    no_cache: bool = False,
 ) -> Argv:
     argv: list[str] = ["docker", "build"]
+    if no_cache:
+        argv.append("--no-cache")
     for tag in tags:
         argv += ["--tag", tag]
     if dockerfile is not None:

@@ -97,10 +97,16 @@ def ensure_wheels(runner: Runner, root: Path) -> bool:
 
 
 def build_one(
-    runner: Runner, root: Path, service: ServiceImage, ref: str, python_image: str, base_id: str
+    runner: Runner,
+    root: Path,
+    service: ServiceImage,
+    ref: str,
+    python_image: str,
+    base_id: str,
+    force: bool = False,
 ) -> BuiltImage:
     source = source_hash(root, service, base_id)
-    existing = image_with_source(runner, source)
+    existing = None if force else image_with_source(runner, source)
     started = time.monotonic()
     if existing:
         runner.run(Command(("docker", "tag", existing, ref)))
@@ -114,7 +120,10 @@ def build_one(
                 runner.events.detail(f"[{service.name}] {line}")
 
         runner.run(
-            Command(build_argv(root, service, [ref], python_image, source), timeout=1800),
+            Command(
+                build_argv(root, service, [ref], python_image, source, no_cache=force),
+                timeout=1800,
+            ),
             on_line=progress,
             fix=f"see the build output above (docker/service/Dockerfile, services/{service.name})",
         )
@@ -138,6 +147,7 @@ def build_services(
     tag: str,
     python_image: str,
     parallel: int = 2,
+    force: bool = False,
 ) -> list[BuiltImage]:
     base_id = image_id(runner, python_image)
     if base_id is None:
@@ -156,6 +166,7 @@ def build_services(
                 image_ref(repository, service.name, tag),
                 python_image,
                 base_id,
+                force,
             )
             for service in services
         ]

@@ -70,7 +70,12 @@ def not_in_image(rel: Path) -> bool:
 
 
 def build_argv(
-    root: Path, service: ServiceImage, tags: list[str], python_image: str, source: str
+    root: Path,
+    service: ServiceImage,
+    tags: list[str],
+    python_image: str,
+    source: str,
+    no_cache: bool = False,
 ) -> commands.Argv:
     return commands.docker_build(
         root,
@@ -84,6 +89,7 @@ def build_argv(
             "PORT": str(service.port),
         },
         labels={SOURCE_LABEL: source},
+        no_cache=no_cache,
     )
 
 

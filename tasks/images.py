@@ -85,6 +85,7 @@ def selected_services(service: str) -> list[ServiceImage]:
         "service": "Only these services (comma list); default: all.",
         "tag": "Image tag; default: the git SHA, with -dirty when the tree has changes.",
         "push": "Push after building (same as running images.push next).",
+        "force": "Build from scratch (no layer cache, no reuse of an image of the same source).",
         "parallel": "How many images to build at once (default from config: images.parallel).",
     },
 )
@@ -94,6 +95,7 @@ def build(
     service="",
     tag="",
     push=False,
+    force=False,
     parallel=0,
     dry_run=False,
     json=False,
@@ -114,6 +116,7 @@ def build(
         tag,
         s.config.require("PYTHON_IMAGE"),
         parallel=parallel or c.config.images.parallel,
+        force=force,
     )
     rows = [
         {

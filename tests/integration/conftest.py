@@ -27,3 +27,96 @@ def base_images() -> dict[str, str]:
     if result.returncode != 0:
         pytest.fail(f"inv images.bootstrap failed:\n{result.stdout}\n{result.stderr[-4000:]}")
     return {name: base_image_ref(name) for name in BASE_IMAGES}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """Debian's docker-registry (distribution v2) on loopback, with htpasswd auth."""
+
+    def __init__(self, workdir: Path) -> None:
+        import secrets
+
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.username = "pusher"
+        self.password = secrets.token_urlsafe(24)
+        (workdir / "data").mkdir()
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", self.username, self.password],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (workdir / "htpasswd").write_text(htpasswd)
+        (workdir / "config.yml").write_text(
+            "version: 0.1\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
+            f"http:\n  addr: {self.host}\n"
+            f"auth:\n  htpasswd:\n    realm: test\n    path: {workdir / 'htpasswd'}\n"
+        )
+        self.log = (workdir / "registry.log").open("w")
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(workdir / "config.yml")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float = 20) -> None:
+        import time
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and asking for credentials
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"registry on {self.host} did not start")
+
+    def manifest_digest(self, name: str, tag: str) -> str:
+        import base64
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://{self.host}/v2/{name}/manifests/{tag}",
+            method="HEAD",
+            headers={
+                "Authorization": "Basic "
+                + base64.b64encode(f"{self.username}:{self.password}".encode()).decode(),
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["Docker-Content-Digest"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """A real image registry with htpasswd auth on 127.0.0.1."""
+    import shutil
+
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is not installed: run ./scripts/test, which installs it")
+    server = Registry(tmp_path_factory.mktemp("registry"))
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
