@@ -17,7 +17,8 @@ import sys
 from common import REPO, median, row, timed, write
 
 sys.path.insert(0, str(REPO))
-from deploysuite.service_images import SERVICES  # noqa: E402
+from deploysuite.service_build import images_file
+from deploysuite.service_images import SERVICES
 
 PYTHON_IMAGE = "mysaaschat/python:bookworm"
 
@@ -51,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     inv("images.build")  # our images, built or reused
-    built = json.loads((REPO / "build/images.json").read_text())
+    built = json.loads(images_file(REPO, "mysaaschat").read_text())
     rows = []
     for service in SERVICES:
         naive = f"mysaaschat-bench/naive-{service.name}:latest"

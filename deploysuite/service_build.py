@@ -1,9 +1,11 @@
 """Build the service images: wheels once, then each image built or, when an image of the same
-source exists, only tagged. Results go to build/images.json for push and release manifests."""
+source exists, only tagged. Results go to build/images/<repository>.json, for push and release
+manifests."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +28,12 @@ from deploysuite.service_images import (
     wheels_stamp,
 )
 
-IMAGES_FILE = Path("build/images.json")
+
+def images_file(root: Path, repository: str) -> Path:
+    """Where the images built for a repository are recorded (one file per repository, so a push
+    to a test registry never changes what the local stack runs)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", repository.strip("/"))
+    return root / "build" / "images" / f"{safe}.json"
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,9 @@ def image_size(runner: Runner, ref: str) -> int:
     return int(result.stdout.strip()) if result.ok and result.stdout.strip().isdigit() else 0
 
 
-def image_with_source(runner: Runner, source: str) -> str | None:
+def image_with_source(runner: Runner, source: str, repository: str, service: str) -> str | None:
+    """An image of this service's own repository built from the same source. Filtering on the
+    reference too matters: images derived FROM ours inherit the label."""
     argv = (
         "docker",
         "images",
@@ -75,6 +84,8 @@ def image_with_source(runner: Runner, source: str) -> str | None:
         "--no-trunc",
         "--filter",
         f"label={SOURCE_LABEL}={source}",
+        "--filter",
+        f"reference={repository.rstrip('/')}/{service}:*",
     )
     ids = runner.run(Command(argv, mutates=False)).stdout.split()
     return ids[0] if ids else None
@@ -106,7 +117,8 @@ def build_one(
     force: bool = False,
 ) -> BuiltImage:
     source = source_hash(root, service, base_id)
-    existing = None if force else image_with_source(runner, source)
+    repository = ref.rsplit("/", 1)[0]
+    existing = None if force else image_with_source(runner, source, repository, service.name)
     started = time.monotonic()
     if existing:
         runner.run(Command(("docker", "tag", existing, ref)))
@@ -172,30 +184,28 @@ def build_services(
         ]
         results = [f.result() for f in futures]
     if not runner.dry_run:
-        write_images_file(root, results)
+        write_images_file(images_file(root, repository), results)
     return results
 
 
-def write_images_file(root: Path, results: Sequence[BuiltImage]) -> None:
-    path = root / IMAGES_FILE
-    current = read_images_file(root)
+def write_images_file(path: Path, results: Sequence[BuiltImage]) -> None:
+    current = read_images_file(path)
     current.update({r.service: asdict(r) for r in results})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
-def read_images_file(root: Path) -> dict[str, dict[str, object]]:
-    path = root / IMAGES_FILE
+def read_images_file(path: Path) -> dict[str, dict[str, object]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def record_digests(root: Path, results: Sequence[PushResult]) -> None:
-    """Add each pushed image's digest (and repository@digest) to build/images.json."""
-    built = read_images_file(root)
+def record_digests(path: Path, results: Sequence[PushResult]) -> None:
+    """Add each pushed image's digest (and repository@digest) to the images file."""
+    built = read_images_file(path)
     by_ref = {r.ref: r for r in results}
     for entry in built.values():
         pushed = by_ref.get(str(entry["ref"]))
         if pushed:
             entry["digest"] = pushed.digest
             entry["pinned"] = pushed.pinned
-    (root / IMAGES_FILE).write_text(json.dumps(built, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(built, indent=2, sort_keys=True) + "\n")

@@ -11,9 +11,9 @@ from deploysuite.errors import ConfigError
 from deploysuite.images import ROOTFS_IMAGE, base_images, host_debian_mirror, plan_bootstrap
 from deploysuite.localstack import engine_version
 from deploysuite.service_build import (
-    IMAGES_FILE,
     build_services,
     git_version,
+    images_file,
     read_images_file,
     record_digests,
 )
@@ -141,14 +141,12 @@ def build(
 
 @task(
     iterable=["set_"],
-    help={
-        "service": "Only these services (comma list); default: every image in build/images.json."
-    },
+    help={"service": "Only these services (comma list); default: every built one."},
 )
 def push(c, env="local", service="", dry_run=False, json=False, verbose=False, set_=None):
     """Push the built images to the registry and record their digests for the release manifest."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
-    built = read_images_file(s.config.root)
+    built = read_images_file(images_file(s.config.root, s.config.require("IMAGE_REPOSITORY")))
     names = [x.name for x in selected_services(service)] if service else sorted(built)
     missing = [n for n in names if n not in built]
     if missing or not names:
@@ -168,11 +166,12 @@ def push_images(s, refs: list[str]) -> None:
     results = registry.push_all(s.runner, refs, auth)
     if s.runner.dry_run:
         return
-    record_digests(s.config.root, results)
+    path = images_file(s.config.root, s.config.require("IMAGE_REPOSITORY"))
+    record_digests(path, results)
     s.events.result(
         [{"image": r.ref, "digest": r.digest} for r in results],
         ["image", "digest"],
-        title=f"pushed; digests recorded in {IMAGES_FILE}:",
+        title=f"pushed; digests recorded in {path.relative_to(s.config.root)}:",
     )
 
 

@@ -26,8 +26,10 @@ def inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def images_file() -> dict[str, dict[str, object]]:
-    return json.loads((REPO / "build/images.json").read_text())
+def images_file(repository: str = "mysaaschat") -> dict[str, dict[str, object]]:
+    from deploysuite.service_build import images_file as path_of
+
+    return json.loads(path_of(REPO, repository).read_text())
 
 
 def test_second_build_reuses_every_image(base_images):
@@ -129,7 +131,7 @@ def test_push_records_the_registry_digest(base_images, registry):
         "images.push", "--service", "billing", "--set", f"IMAGE_REPOSITORY={repository}", env=creds
     )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
-    entry = images_file()["billing"]
+    entry = images_file(repository)["billing"]
     tag = str(entry["ref"]).rsplit(":", 1)[1]
     assert entry["digest"] == registry.manifest_digest("mysaaschat/billing", tag)
     assert entry["pinned"] == f"{repository}/billing@{entry['digest']}"

@@ -45,7 +45,7 @@ def attach_database(
             raise SchemaBehind(
                 f"database schema at version {version}, this release needs {expected}: run migrate"
             )
-        return Observation(value=version, output=f"release expects {expected}")
+        return Observation(value=version, unit="migration", output=f"release expects {expected}")
 
     ctx.health.add(Check("postgresql", db.ping, "datastore", required=True, breaker=db.breaker))
     ctx.health.add(Check("schema", schema_probe, "datastore", measurement="version"))
