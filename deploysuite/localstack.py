@@ -97,10 +97,17 @@ def require_images(state: StackState, env_name: str) -> None:
         )
 
 
+def port_url(published: str) -> str:
+    """`127.0.0.1:8443->443` -> `https://127.0.0.1:8443`: the scheme follows the container port."""
+    host_port, _, target = published.partition("->")
+    scheme = "https" if target == "443" else "http"
+    return f"{scheme}://" + host_port.replace("0.0.0.0", "127.0.0.1")
+
+
 def status_rows(state: StackState) -> list[dict[str, str]]:
     rows = []
     for c in state.containers:
-        urls = ["http://" + p.split("->")[0].replace("0.0.0.0", "127.0.0.1") for p in c.ports]
+        urls = [port_url(p) for p in c.ports]
         ref = state.images.get(c.service, c.image)
         outdated = c.image_id and state.image_ids.get(ref) not in (None, c.image_id)
         rows.append(

@@ -81,3 +81,27 @@ def test_plan_ignores_images_it_cannot_resolve():
     # an image the engine does not have yet is the missing-image check's business, not a change
     containers, images, _ = current_state()
     assert plan_up(HASHES, containers, images, {}).nothing_to_do
+
+
+def test_port_url_scheme_follows_the_container_port():
+    from deploysuite.localstack import port_url
+
+    assert port_url("127.0.0.1:8443->443") == "https://127.0.0.1:8443"
+    assert port_url("0.0.0.0:8080->80") == "http://127.0.0.1:8080"
+
+
+def test_migration_summary():
+    from deploysuite.localdeploy import migration_summary
+
+    applied = (
+        '{"level":"info","message":"migrations complete","database":"auth",'
+        '"applied":["0001_a.sql","0002_b.sql"],"schema_version":2}\n'
+    )
+    assert (
+        migration_summary(applied)
+        == "migrations complete (schema 2, applied 0001_a.sql, 0002_b.sql)"
+    )
+    nothing = '{"message":"schema up to date, nothing to apply","schema_version":2}'
+    assert migration_summary(nothing) == "schema up to date, nothing to apply (schema 2)"
+    assert migration_summary("") == "no output"
+    assert migration_summary("plain text") == "plain text"

@@ -1,0 +1,314 @@
+"""The local environment's deploy: render, build, migrate, up, wait, smoke, on this machine's
+engine. Each step is a function over the runner, so --dry-run shows every command it would run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from deploysuite import commands, localstack, tls
+from deploysuite.cli import Session
+from deploysuite.compose import Stack, stack_for
+from deploysuite.config import Config
+from deploysuite.envcheck import check_config
+from deploysuite.errors import ChecksFailed, CommandFailed
+from deploysuite.nginx import (
+    NginxSettings,
+    apply_action,
+    nginx_reload_argv,
+    render_nginx,
+    write_rendered,
+)
+from deploysuite.runner import Command, Runner
+from deploysuite.service_build import build_services, git_version
+from deploysuite.service_images import SERVICES
+from deploysuite.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
+
+SERVICE_IMAGE_VARS = {
+    "auth": "AUTH_IMAGE",
+    "chat": "CHAT_IMAGE",
+    "billing": "BILLING_IMAGE",
+    "analytics": "ANALYTICS_IMAGE",
+    "orchestrator": "ORCHESTRATOR_IMAGE",
+    "email-worker": "EMAIL_WORKER_IMAGE",
+    "mailsink": "MAILSINK_IMAGE",
+}
+DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
+DATA_STORES = ("postgres", "redis", "rabbitmq")
+
+
+@dataclass(frozen=True)
+class DeployPaths:
+    root: Path
+    env: str
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build" / self.env
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.build_dir / "nginx"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.build_dir / "tls"
+
+
+def server_names(config: Config) -> tuple[str, ...]:
+    return tuple((config.get("SERVER_NAMES") or "localhost").split())
+
+
+def nginx_settings(config: Config) -> NginxSettings:
+    public = config.require("PUBLIC_URL")
+    return NginxSettings(
+        server_names=server_names(config),
+        public_https_port=urlsplit(public).port or 443,
+        upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
+    )
+
+
+def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -> dict[str, str]:
+    """The variables compose interpolates: the config, the images to run, rendered paths."""
+    env = config.as_env()
+    for service, ref in images.items():
+        var = SERVICE_IMAGE_VARS.get(service)
+        if var and not config.get(var):
+            env[var] = ref
+    env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
+    env.setdefault("TLS_DIR", str(paths.tls_dir))
+    return env
+
+
+def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
+    """A self-signed certificate (renewed a week before it expires) and the DH group."""
+    cert = tls_dir / tls.CERT
+    state = "kept"
+    if cert.exists():
+        result = runner.run(Command(tls.cert_enddate_argv(cert), mutates=False), check=False)
+        now = dt.datetime.now(dt.UTC)
+        if not result.ok or tls.needs_renewal(tls.parse_enddate(result.stdout), now):
+            state = "renewed"
+    else:
+        state = "created"
+    if state != "kept":
+        if not runner.dry_run:
+            tls_dir.mkdir(parents=True, exist_ok=True)
+        runner.run(Command(tls.selfsigned_argv(tls_dir, server_names(config))))
+        if not runner.dry_run:
+            (tls_dir / tls.KEY).chmod(0o644)  # read by nginx's master in the container
+    if not (tls_dir / tls.DHPARAM).exists():
+        runner.run(Command(tls.dhparam_argv(tls_dir)))
+    return state
+
+
+def render(runner: Runner, config: Config, nginx_dir: Path) -> list[Path]:
+    files = render_nginx(nginx_settings(config))
+    if runner.dry_run:
+        for name in sorted(files):
+            runner.events.command(f"[local] write {nginx_dir / name}", run=False)
+        return []
+    return write_rendered(files, nginx_dir)
+
+
+def up(
+    runner: Runner,
+    stack: Stack,
+    env: Mapping[str, str],
+    services: Sequence[str] = (),
+    wait_timeout: int = 300,
+) -> None:
+    runner.run(
+        Command(
+            commands.compose_up(
+                stack.project,
+                stack.files,
+                services=services,
+                wait_timeout=wait_timeout,
+                profiles=stack.profiles,
+            ),
+            env=env,
+            timeout=wait_timeout + 120,
+        ),
+        fix="inv status names the failing service; inv logs --service NAME shows why",
+    )
+
+
+def migrate(runner: Runner, stack: Stack, env: Mapping[str, str], service: str) -> str:
+    """The service's migrations, once, in its new image, before it takes traffic."""
+    argv = commands.compose(
+        stack.project, stack.files, "run", "--rm", "--no-deps", "-T", service, "migrate",
+        profiles=stack.profiles,
+    )  # fmt: skip
+    result = runner.run(
+        Command(argv, env=env, timeout=300),
+        fix=f"inv logs --service postgres; migrations are in services/{service}/migrations",
+    )
+    return migration_summary(result.stdout)
+
+
+def migration_summary(output: str) -> str:
+    """The migrate command's last JSON log line, as `message (schema N, applied a, b)`."""
+    lines = output.strip().splitlines()
+    if not lines:
+        return "no output"
+    try:
+        record = json.loads(lines[-1])
+    except ValueError:
+        return lines[-1][:200]
+    text = f"{record.get('message', '')} (schema {record.get('schema_version', '?')}"
+    if record.get("applied"):
+        text += ", applied " + ", ".join(record["applied"])
+    return text + ")"
+
+
+def reload_nginx(runner: Runner, stack: Stack, env: Mapping[str, str]) -> None:
+    """Graceful: new workers read the new configuration (and resolve upstream names anew, which
+    nginx 1.22 does only at load), old workers finish their requests."""
+    container = f"{stack.project}-nginx-1"
+    runner.run(Command(nginx_reload_argv(container), env=env))
+
+
+def recreate_nginx(runner: Runner, stack: Stack, env: Mapping[str, str], wait_timeout: int) -> None:
+    """nginx.conf is a single-file bind mount: a replaced file is seen only by a new container."""
+    argv = commands.compose(
+        stack.project, stack.files, "up", "--detach", "--wait", "--wait-timeout",
+        str(wait_timeout), "--force-recreate", "--no-deps", "nginx", profiles=stack.profiles,
+    )  # fmt: skip
+    runner.run(Command(argv, env=env, timeout=wait_timeout + 60))
+
+
+def mail_reader(stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """Reads the local mail sink's messages from inside its container (it publishes no port)."""
+    script = (
+        "import sys, urllib.parse, urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:8025/messages?to='"
+        " + urllib.parse.quote(sys.argv[1]), timeout=5).read().decode())"
+    )
+
+    async def read(to: str) -> list[dict[str, object]]:
+        argv = commands.compose(
+            stack.project, stack.files, "exec", "-T", "mailsink", "python3", "-c", script, to,
+            profiles=stack.profiles,
+        )  # fmt: skip
+        proc = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, env=env, timeout=30
+        )
+        if proc.returncode != 0:
+            return []
+        return list(json.loads(proc.stdout).get("messages", []))
+
+    return read
+
+
+def smoke_target(
+    config: Config, stack: Stack, env: Mapping[str, str], paths: DeployPaths
+) -> SmokeTarget:
+    local = config.env == "local"
+    return SmokeTarget(
+        public_url=config.require("PUBLIC_URL"),
+        http_port=int(config.get("HTTP_PORT") or 80),
+        ca_file=paths.tls_dir / tls.CERT if local else None,
+        webhook_secret=config.require("BILLING_WEBHOOK_SECRET"),
+        mail_reader=mail_reader(stack, env) if "local-mail" in stack.profiles else None,
+        connect_host=config.get("PUBLIC_BIND") if local else None,
+    )
+
+
+@dataclass
+class DeployOutcome:
+    changes: dict[str, str]
+    state: localstack.StackState  # after the deploy
+    smoke: list[CheckResult]  # empty when skipped
+    failure: Exception | None = None
+
+
+def deploy_local(
+    s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True
+) -> DeployOutcome:
+    """render -> build -> migrate -> up -> wait -> smoke, on this machine's engine.
+
+    A no-op (same images, same configuration, same nginx files) changes nothing and says so.
+    """
+    config, events, runner = s.config, s.events, s.runner
+    paths = DeployPaths(config.root, config.env)
+    version = localstack.engine_version(runner)
+    problems = [p for p in check_config(config) if p.severity == "error"]
+    if problems:
+        for problem in problems:
+            events.info(f"  {problem.key}: {problem.message} ({problem.location})")
+        raise ChecksFailed(
+            f"environment '{config.env}' has {len(problems)} configuration problem(s)",
+            f"inv env.check --env={config.env}",
+        )
+    stack = stack_for(config)
+    events.info(f"engine {version}, project {stack.project}")
+
+    with events.step("service images"):
+        built = build_services(
+            runner,
+            config.root,
+            SERVICES,
+            config.require("IMAGE_REPOSITORY"),
+            git_version(runner, config.root),
+            config.require("PYTHON_IMAGE"),
+        )
+    images = {b.service: b.ref for b in built}
+    with events.step("TLS and nginx configuration"):
+        tls_state = prepare_tls(runner, config, paths.tls_dir)
+        nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
+        if tls_state != "kept" and nginx_action == "none":
+            nginx_action = "reload"
+    env = compose_env(config, images, paths)
+    state = localstack.read(runner, stack, env)
+    localstack.require_images(state, config.env)
+    plan = state.plan()
+    changes = dict(plan.changes)
+    if nginx_action != "none" and "nginx" not in changes:
+        changes["nginx"] = f"configuration or certificate changed: {nginx_action}"
+    if not changes:
+        events.info("nothing to do: every service runs its current image and configuration")
+        return DeployOutcome({}, state, [])
+    for service, why in changes.items():
+        events.info(f"  {service}: {why}")
+
+    failure: Exception | None = None
+    try:
+        with events.step("data stores"):
+            up(runner, stack, env, DATA_STORES, wait_timeout)
+        with events.step("migrations"):
+            for service in DATABASE_SERVICES:
+                events.info(f"  {service}: {migrate(runner, stack, env, service)}")
+        with events.step(f"converge {len(changes)} service(s)"):
+            up(runner, stack, env, (), wait_timeout)
+        # A recreated upstream container has a new address: nginx must load the names anew.
+        upstream_moved = any(name in plan.changes for name in HTTP_SERVICES)
+        if "nginx" not in plan.changes:
+            if nginx_action == "restart":
+                recreate_nginx(runner, stack, env, wait_timeout)
+            elif nginx_action == "reload" or upstream_moved:
+                reload_nginx(runner, stack, env)
+    except CommandFailed as exc:
+        failure = exc
+    if not runner.dry_run:
+        state = localstack.read(runner, stack, env)
+    results: list[CheckResult] = []
+    if failure is None and run_smoke_checks and not runner.dry_run:
+        with events.step("smoke tests through nginx over HTTPS"):
+            results = asyncio.run(run_smoke(smoke_target(config, stack, env, paths)))
+    return DeployOutcome(changes, state, results, failure)
+
+
+def current_env(config: Config) -> dict[str, str]:
+    """Compose variables for reading the running stack: the last built images of the repository."""
+    from deploysuite.service_build import images_file, read_images_file
+
+    built = read_images_file(images_file(config.root, config.require("IMAGE_REPOSITORY")))
+    images = {service: str(entry["ref"]) for service, entry in built.items()}
+    return compose_env(config, images, DeployPaths(config.root, config.env))

@@ -1,0 +1,73 @@
+"""TLS material: a self-signed certificate for local stacks, the ffdhe2048 DH group that
+Mozilla's intermediate profile asks for, and the certbot command for real certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploysuite.commands import Argv, compose
+
+CERT = "fullchain.pem"
+KEY = "privkey.pem"
+DHPARAM = "dhparam.pem"
+RENEW_BEFORE = dt.timedelta(days=7)
+
+
+def subject_alt_names(names: Sequence[str]) -> str:
+    entries = []
+    for name in names:
+        kind = "IP" if name.replace(".", "").isdigit() or ":" in name else "DNS"
+        entries.append(f"{kind}:{name}")
+    return ",".join(entries)
+
+
+def selfsigned_argv(tls_dir: Path, names: Sequence[str], days: int = 30) -> Argv:
+    """A self-signed ECDSA P-256 certificate for names (plus 127.0.0.1 for loopback clients)."""
+    all_names = list(dict.fromkeys([*names, "127.0.0.1"]))
+    return (
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(tls_dir / KEY), "-out", str(tls_dir / CERT),
+        "-days", str(days), "-subj", f"/CN={all_names[0]}",
+        "-addext", f"subjectAltName={subject_alt_names(all_names)}",
+    )  # fmt: skip
+
+
+def dhparam_argv(tls_dir: Path) -> Argv:
+    """The RFC 7919 ffdhe2048 group: published parameters, nothing secret, nothing to compute."""
+    return (
+        "openssl", "genpkey", "-genparam", "-algorithm", "DH",
+        "-pkeyopt", "dh_param:ffdhe2048", "-out", str(tls_dir / DHPARAM),
+    )  # fmt: skip
+
+
+def cert_enddate_argv(cert: Path) -> Argv:
+    return ("openssl", "x509", "-noout", "-enddate", "-in", str(cert))
+
+
+def parse_enddate(text: str) -> dt.datetime:
+    """`notAfter=Dec 25 17:00:00 2026 GMT` -> aware datetime."""
+    value = text.strip().removeprefix("notAfter=")
+    return dt.datetime.strptime(value, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
+
+
+def needs_renewal(not_after: dt.datetime, now: dt.datetime) -> bool:
+    return not_after - now < RENEW_BEFORE
+
+
+def certbot_issue_argv(
+    project: str, files: Sequence[Path], domains: Sequence[str], email: str, staging: bool = False
+) -> Argv:
+    """certbot in webroot mode through the stack's certbot service: nginx serves the challenge
+    from the shared acme-webroot volume, so nothing stops while a certificate is issued."""
+    args = [
+        "run", "--rm", "--entrypoint", "certbot", "certbot",
+        "certonly", "--webroot", "-w", "/var/www/certbot", "--email", email, "--agree-tos",
+        "--non-interactive", "--keep-until-expiring",
+    ]  # fmt: skip
+    for domain in domains:
+        args += ["-d", domain]
+    if staging:
+        args.append("--staging")
+    return compose(project, files, *args, profiles=("acme",))
