@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import secrets
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,12 +46,17 @@ DATA_STORES = ("postgres", "redis", "rabbitmq")
 
 @dataclass(frozen=True)
 class DeployPaths:
+    """Generated files of one stack: per environment and compose project, so that a second
+    stack on the same machine (a test's, a benchmark's) never rewrites the files another
+    stack's nginx has mounted."""
+
     root: Path
     env: str
+    project: str
 
     @property
     def build_dir(self) -> Path:
-        return self.root / "build" / self.env
+        return self.root / "build" / self.env / self.project
 
     @property
     def nginx_dir(self) -> Path:
@@ -87,22 +93,32 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
 
 
 def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
-    """A self-signed certificate (renewed a week before it expires) and the DH group."""
-    cert = tls_dir / tls.CERT
+    """The local CA (made once), a leaf certificate it signs for the server names (made anew
+    when missing, a week before expiry, or when the names change), and the DH group."""
+    names = "\n".join(tls.local_names(server_names(config))) + "\n"
+    cert, names_file = tls_dir / tls.CERT, tls_dir / tls.NAMES
     state = "kept"
-    if cert.exists():
+    if not cert.exists():
+        state = "created"
+    elif not names_file.exists() or names_file.read_text() != names:
+        state = "renewed for new names"
+    else:
         result = runner.run(Command(tls.cert_enddate_argv(cert), mutates=False), check=False)
         now = dt.datetime.now(dt.UTC)
         if not result.ok or tls.needs_renewal(tls.parse_enddate(result.stdout), now):
             state = "renewed"
-    else:
-        state = "created"
+    if state == "kept" and (tls_dir / tls.DHPARAM).exists():
+        return state
+    if not runner.dry_run:
+        tls_dir.mkdir(parents=True, exist_ok=True)
+    if not (tls_dir / tls.CA_CERT).exists():
+        runner.run(Command(tls.local_ca_argv(tls_dir)))
     if state != "kept":
+        runner.run(Command(tls.leaf_request_argv(tls_dir, server_names(config))))
+        runner.run(Command(tls.leaf_sign_argv(tls_dir, secrets.token_hex(16))))
+        runner.run(Command(("rm", "-f", str(tls_dir / tls.CSR))))
         if not runner.dry_run:
-            tls_dir.mkdir(parents=True, exist_ok=True)
-        runner.run(Command(tls.selfsigned_argv(tls_dir, server_names(config))))
-        if not runner.dry_run:
-            (tls_dir / tls.KEY).chmod(0o644)  # read by nginx's master in the container
+            names_file.write_text(names)
     if not (tls_dir / tls.DHPARAM).exists():
         runner.run(Command(tls.dhparam_argv(tls_dir)))
     return state
@@ -214,7 +230,7 @@ def smoke_target(
     return SmokeTarget(
         public_url=config.require("PUBLIC_URL"),
         http_port=int(config.get("HTTP_PORT") or 80),
-        ca_file=paths.tls_dir / tls.CERT if local else None,
+        ca_file=paths.tls_dir / tls.CA_CERT if local else None,
         webhook_secret=config.require("BILLING_WEBHOOK_SECRET"),
         mail_reader=mail_reader(stack, env) if "local-mail" in stack.profiles else None,
         connect_host=config.get("PUBLIC_BIND") if local else None,
@@ -237,7 +253,7 @@ def deploy_local(
     A no-op (same images, same configuration, same nginx files) changes nothing and says so.
     """
     config, events, runner = s.config, s.events, s.runner
-    paths = DeployPaths(config.root, config.env)
+    paths = deploy_paths(config)
     version = localstack.engine_version(runner)
     problems = [p for p in check_config(config) if p.severity == "error"]
     if problems:
@@ -259,7 +275,7 @@ def deploy_local(
             git_version(runner, config.root),
             config.require("PYTHON_IMAGE"),
         )
-    images = {b.service: b.ref for b in built}
+    images = {b.service: b.deploy_ref for b in built}
     with events.step("TLS and nginx configuration"):
         tls_state = prepare_tls(runner, config, paths.tls_dir)
         nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
@@ -310,5 +326,11 @@ def current_env(config: Config) -> dict[str, str]:
     from deploysuite.service_build import images_file, read_images_file
 
     built = read_images_file(images_file(config.root, config.require("IMAGE_REPOSITORY")))
-    images = {service: str(entry["ref"]) for service, entry in built.items()}
-    return compose_env(config, images, DeployPaths(config.root, config.env))
+    images = {
+        service: str(entry.get("content_ref") or entry["ref"]) for service, entry in built.items()
+    }
+    return compose_env(config, images, deploy_paths(config))
+
+
+def deploy_paths(config: Config) -> DeployPaths:
+    return DeployPaths(config.root, config.env, config.require("COMPOSE_PROJECT_NAME"))

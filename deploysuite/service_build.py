@@ -45,6 +45,13 @@ class BuiltImage:
     state: str  # built, reused (tagged from an image of the same source), would build
     size: int
     seconds: float
+    content_ref: str = ""  # repository/service:src-<source>: the same for the same content
+
+    @property
+    def deploy_ref(self) -> str:
+        """What a stack runs: the content tag, so a new commit that leaves a service's image
+        unchanged does not recreate its containers."""
+        return self.content_ref or self.ref
 
 
 def git_version(runner: Runner, root: Path) -> str:
@@ -120,8 +127,10 @@ def build_one(
     repository = ref.rsplit("/", 1)[0]
     existing = None if force else image_with_source(runner, source, repository, service.name)
     started = time.monotonic()
+    content_ref = content_tag(ref, source)
     if existing:
         runner.run(Command(("docker", "tag", existing, ref)))
+        runner.run(Command(("docker", "tag", existing, content_ref)))
         state = "reused"
     else:
 
@@ -133,7 +142,7 @@ def build_one(
 
         runner.run(
             Command(
-                build_argv(root, service, [ref], python_image, source, no_cache=force),
+                build_argv(root, service, [ref, content_ref], python_image, source, no_cache=force),
                 timeout=1800,
             ),
             on_line=progress,
@@ -148,7 +157,12 @@ def build_one(
         state=state,
         size=image_size(runner, ref),
         seconds=time.monotonic() - started,
+        content_ref=content_ref,
     )
+
+
+def content_tag(ref: str, source: str) -> str:
+    return ref.rsplit(":", 1)[0] + ":src-" + source[:16]
 
 
 def build_services(

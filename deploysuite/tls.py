@@ -1,5 +1,6 @@
-"""TLS material: a self-signed certificate for local stacks, the ffdhe2048 DH group that
-Mozilla's intermediate profile asks for, and the certbot command for real certificates."""
+"""TLS material: a local CA and the certificate it signs for local stacks, the ffdhe2048 DH
+group that Mozilla's intermediate profile asks for, and the certbot command for real
+certificates."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from deploysuite.commands import Argv, compose
 CERT = "fullchain.pem"
 KEY = "privkey.pem"
 DHPARAM = "dhparam.pem"
+CA_CERT = "ca.pem"
+CA_KEY = "ca-key.pem"
+CSR = "leaf.csr"
+NAMES = "names"
 RENEW_BEFORE = dt.timedelta(days=7)
 
 
@@ -23,14 +28,43 @@ def subject_alt_names(names: Sequence[str]) -> str:
     return ",".join(entries)
 
 
-def selfsigned_argv(tls_dir: Path, names: Sequence[str], days: int = 30) -> Argv:
-    """A self-signed ECDSA P-256 certificate for names (plus 127.0.0.1 for loopback clients)."""
-    all_names = list(dict.fromkeys([*names, "127.0.0.1"]))
+def local_names(names: Sequence[str]) -> list[str]:
+    """The certificate's names: the server names, plus 127.0.0.1 for loopback clients."""
+    return list(dict.fromkeys([*names, "127.0.0.1"]))
+
+
+def local_ca_argv(tls_dir: Path, days: int = 3650) -> Argv:
+    """A CA of this machine's own: trust ca.pem once (browser, curl --cacert, sslyze) and every
+    leaf it signs validates, which a self-signed leaf never does."""
     return (
         "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", str(tls_dir / KEY), "-out", str(tls_dir / CERT),
-        "-days", str(days), "-subj", f"/CN={all_names[0]}",
+        "-nodes", "-keyout", str(tls_dir / CA_KEY), "-out", str(tls_dir / CA_CERT),
+        "-days", str(days), "-subj", "/CN=My-SaaS-Chat local CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+
+
+def leaf_request_argv(tls_dir: Path, names: Sequence[str]) -> Argv:
+    all_names = local_names(names)
+    return (
+        "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(tls_dir / KEY), "-out", str(tls_dir / CSR),
+        "-subj", f"/CN={all_names[0]}",
         "-addext", f"subjectAltName={subject_alt_names(all_names)}",
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature",
+        "-addext", "extendedKeyUsage=serverAuth",
+    )  # fmt: skip
+
+
+def leaf_sign_argv(tls_dir: Path, serial: str, days: int = 30) -> Argv:
+    """Signs the request with the local CA; 30 days, well inside Mozilla's 366-day limit."""
+    return (
+        "openssl", "x509", "-req", "-in", str(tls_dir / CSR),
+        "-CA", str(tls_dir / CA_CERT), "-CAkey", str(tls_dir / CA_KEY),
+        "-set_serial", f"0x{serial}", "-days", str(days), "-copy_extensions", "copyall",
+        "-out", str(tls_dir / CERT),
     )  # fmt: skip
 
 

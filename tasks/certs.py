@@ -8,7 +8,7 @@ from deploysuite import tls
 from deploysuite.cli import session, task
 from deploysuite.compose import stack_for
 from deploysuite.errors import ConfigError
-from deploysuite.localdeploy import DeployPaths, current_env, prepare_tls, server_names
+from deploysuite.localdeploy import current_env, deploy_paths, prepare_tls, server_names
 from deploysuite.runner import Command
 
 
@@ -16,7 +16,7 @@ from deploysuite.runner import Command
 def local(c, env="local", dry_run=False, verbose=False):
     """Create (or renew within 7 days of expiry) the self-signed certificate of a local stack."""
     s = session(env, dry_run=dry_run, verbose=verbose)
-    tls_dir = DeployPaths(s.config.root, env).tls_dir
+    tls_dir = deploy_paths(s.config).tls_dir
     state = prepare_tls(s.runner, s.config, tls_dir)
     s.events.info(
         f"certificate {state}: {tls_dir / tls.CERT} for {' '.join(server_names(s.config))}"

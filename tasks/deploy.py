@@ -10,7 +10,7 @@ from deploysuite import commands, localstack
 from deploysuite.cli import Session, session, task
 from deploysuite.compose import Stack, stack_for
 from deploysuite.errors import ChecksFailed, SuiteError
-from deploysuite.localdeploy import DeployPaths, current_env, deploy_local, smoke_target
+from deploysuite.localdeploy import current_env, deploy_local, deploy_paths, smoke_target
 from deploysuite.runner import Command
 from deploysuite.smoke import CheckResult, run_smoke
 
@@ -99,7 +99,7 @@ def smoke(c, env="local", json=False, verbose=False, set_=None):
     if env != "local":
         raise remote_not_there_yet(env)
     stack = stack_for(s.config)
-    target = smoke_target(s.config, stack, current_env(s.config), DeployPaths(s.config.root, env))
+    target = smoke_target(s.config, stack, current_env(s.config), deploy_paths(s.config))
     results = asyncio.run(run_smoke(target))
     failed = sum(not r.ok for r in results)
     s.events.result(

@@ -10,8 +10,8 @@ from invoke import Collection
 from deploysuite.cli import session, task
 from deploysuite.compose import stack_for
 from deploysuite.localdeploy import (
-    DeployPaths,
     current_env,
+    deploy_paths,
     nginx_settings,
     prepare_tls,
     reload_nginx,
@@ -25,7 +25,7 @@ from deploysuite.runner import Command
 def render_(c, env="local", check=False, dry_run=False, json=False, verbose=False):
     """Render nginx's configuration for an environment into build/<env>/nginx."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose)
-    paths = DeployPaths(s.config.root, env)
+    paths = deploy_paths(s.config)
     changed = render(s.runner, s.config, paths.nginx_dir)
     rows = [{"file": str(p.relative_to(s.config.root))} for p in changed]
     title = f"{len(changed)} file(s) changed in {paths.nginx_dir}" if changed else "nothing changed"

@@ -4,14 +4,41 @@ from pathlib import Path
 from deploysuite import tls
 
 
-def test_selfsigned_covers_names_and_loopback():
-    argv = tls.selfsigned_argv(Path("/t"), ["localhost", "chat.local"], days=30)
-    assert argv == (
-        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", "/t/privkey.pem", "-out", "/t/fullchain.pem", "-days", "30",
-        "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,DNS:chat.local,IP:127.0.0.1",
+def test_local_ca_and_leaf_commands():
+    assert tls.local_ca_argv(Path("/t"))[-4:] == (
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
+    request = tls.leaf_request_argv(Path("/t"), ["localhost", "chat.local"])
+    assert "subjectAltName=DNS:localhost,DNS:chat.local,IP:127.0.0.1" in request
+    assert "extendedKeyUsage=serverAuth" in request
+    assert tls.leaf_sign_argv(Path("/t"), "ab12", days=30) == (
+        "openssl", "x509", "-req", "-in", "/t/leaf.csr", "-CA", "/t/ca.pem",
+        "-CAkey", "/t/ca-key.pem", "-set_serial", "0xab12", "-days", "30",
+        "-copy_extensions", "copyall", "-out", "/t/fullchain.pem",
+    )  # fmt: skip
+
+
+def test_local_certificate_validates_against_the_local_ca(tmp_path: Path):
+    # openssl itself is the "world" here: the commands must yield a chain that verifies.
+    import subprocess
+
+    for argv in (
+        tls.local_ca_argv(tmp_path),
+        tls.leaf_request_argv(tmp_path, ["localhost"]),
+        tls.leaf_sign_argv(tmp_path, "0a1b2c"),
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "fullchain.pem")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-in", str(tmp_path / "fullchain.pem")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "DNS:localhost, IP Address:127.0.0.1" in text and "TLS Web Server Authentication" in text
 
 
 def test_dhparam_is_the_named_ffdhe2048_group():
