@@ -1,0 +1,167 @@
+"""The README's quickstart on this machine, then the whole stack checked from outside: smoke
+suite through nginx over HTTPS, Mozilla intermediate TLS graded by sslyze, no-op and dry-run
+deploys that change nothing, and a stopped service named by `smoke` and `status`.
+
+The stack runs under its own compose project and ports, so it never touches another stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = {
+    "nginx", "auth", "chat", "billing", "analytics", "orchestrator", "email-worker", "mailsink",
+    "postgres", "redis", "rabbitmq", "prometheus",
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.project = f"e2e{os.getpid()}"
+        self.https = free_port()
+        self.env = {
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": self.project,
+            "HTTP_PORT": str(free_port()),
+            "HTTPS_PORT": str(self.https),
+            "PROMETHEUS_PORT": str(free_port()),
+            "PUBLIC_URL": f"https://localhost:{self.https}",
+        }
+        self.build_dir = REPO / "build" / "local" / self.project
+
+    def run(self, *argv: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, env=self.env, timeout=timeout
+        )
+
+    def inv(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "invoke", "-r", str(REPO), *args, timeout=timeout)
+
+    def containers(self) -> dict[str, str]:
+        out = subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
+             "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}'],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return dict(line.split() for line in out.splitlines())
+
+    def remove(self) -> None:
+        label = f"label=com.docker.compose.project={self.project}"
+        for kind, listing in (
+            ("container", ["docker", "ps", "-aq", "--filter", label]),
+            ("volume", ["docker", "volume", "ls", "-q", "--filter", label]),
+            ("network", ["docker", "network", "ls", "-q", "--filter", label]),
+        ):
+            ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
+            if ids:
+                extra = ["-f"] if kind == "container" else []
+                subprocess.run(["docker", kind, "rm", *extra, *ids], capture_output=True)
+        shutil.rmtree(self.build_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack()
+    s.quickstart = s.run("./scripts/quickstart", timeout=2400)
+    try:
+        yield s
+    finally:
+        s.remove()
+
+
+def table_rows(text: str, first_column: set[str]) -> dict[str, str]:
+    rows = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in first_column:
+            rows[parts[0]] = line
+    return rows
+
+
+def test_quickstart_deploys_every_service_healthy_and_smoke_passes(stack):
+    result = stack.quickstart
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = table_rows(result.stdout, SERVICES)
+    assert set(rows) == SERVICES, result.stdout[-3000:]
+    for row in rows.values():
+        assert " running " in row and " healthy " in row, row
+    assert f"https://127.0.0.1:{stack.https}" in rows["nginx"]
+    assert "smoke tests:" in result.stdout and " FAIL " not in result.stdout
+
+
+def test_smoke_suite_passes_every_check(stack):
+    result = stack.inv("smoke", "--env=local", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    checks = {row["check"]: row["result"] for row in doc["rows"]}
+    assert doc["failed"] == 0 and all(v == "pass" for v in checks.values())
+    for name in (
+        "health:auth", "health:chat", "health:billing", "health:analytics", "health:orchestrator",
+        "journey:register+login", "journey:chat+websocket", "journey:billing webhook",
+        "journey:analytics count", "journey:job -> mail", "edge:security headers",
+        "edge:http -> https", "tls:1.0 refused", "tls:1.1 refused", "edge:auth rate limit 429",
+    ):  # fmt: skip
+        assert name in checks
+
+
+def test_second_deploy_changes_nothing(stack):
+    before = stack.containers()
+    again = stack.inv("deploy", "--env=local")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to do" in again.stderr
+    assert stack.containers() == before
+
+
+def test_dry_run_prints_commands_and_changes_nothing(stack):
+    before = stack.containers()
+    result = stack.inv("deploy", "--env=local", "--dry-run", "--set", "LOG_LEVEL=DEBUG")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "auth: configuration changed" in result.stderr
+    assert f"[local] $ docker compose --project-name {stack.project}" in result.stdout
+    assert " run --rm --no-deps -T auth migrate" in result.stdout
+    assert stack.containers() == before
+
+
+def test_sslyze_reports_mozilla_intermediate_compliance(stack):
+    sslyze = Path(sys.executable).parent / "sslyze"
+    ca = stack.build_dir / "tls" / "ca.pem"
+    result = subprocess.run(
+        [str(sslyze), "--mozilla_config=intermediate", "--certinfo_ca_file", str(ca),
+         f"localhost:{stack.https}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert f"localhost:{stack.https}: OK - Compliant." in result.stdout, result.stdout[-3000:]
+
+
+def test_a_stopped_service_is_named_by_smoke_and_status(stack):
+    subprocess.run(
+        ["docker", "stop", stack.containers()["billing"]], check=True, capture_output=True
+    )
+    smoke = stack.inv("smoke", "--env=local")
+    assert smoke.returncode != 0
+    assert "health:billing" in smoke.stderr.strip().splitlines()[-1]
+    failed = [line for line in smoke.stdout.splitlines() if " FAIL " in line]
+    assert failed and all(
+        line.split()[0].startswith(("health:billing", "journey:billing")) for line in failed
+    )
+    status = stack.inv("status", "--env=local")
+    assert status.returncode != 0
+    assert "not healthy: billing" in status.stderr
+    restored = stack.inv("deploy", "--env=local", "--json")
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
