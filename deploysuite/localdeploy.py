@@ -294,13 +294,16 @@ def deploy_local(
     for service, why in changes.items():
         events.info(f"  {service}: {why}")
 
+    # Migrations ship inside the images: only a service with a new image can bring new ones.
+    to_migrate = [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
     failure: Exception | None = None
     try:
-        with events.step("data stores"):
-            up(runner, stack, env, DATA_STORES, wait_timeout)
-        with events.step("migrations"):
-            for service in DATABASE_SERVICES:
-                events.info(f"  {service}: {migrate(runner, stack, env, service)}")
+        if to_migrate:
+            with events.step("data stores"):
+                up(runner, stack, env, DATA_STORES, wait_timeout)
+            with events.step(f"migrations of {', '.join(to_migrate)}"):
+                for service in to_migrate:
+                    events.info(f"  {service}: {migrate(runner, stack, env, service)}")
         with events.step(f"converge {len(changes)} service(s)"):
             up(runner, stack, env, (), wait_timeout)
         # A recreated upstream container has a new address: nginx must load the names anew.
@@ -313,7 +316,7 @@ def deploy_local(
     except CommandFailed as exc:
         failure = exc
     if not runner.dry_run:
-        state = localstack.read(runner, stack, env)
+        state = localstack.refresh(runner, stack, env, state)
     results: list[CheckResult] = []
     if failure is None and run_smoke_checks and not runner.dry_run:
         with events.step("smoke tests through nginx over HTTPS"):

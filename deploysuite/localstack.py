@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from deploysuite import commands
 from deploysuite.compose import (
@@ -17,6 +18,7 @@ from deploysuite.compose import (
 )
 from deploysuite.errors import EngineUnavailable, SuiteError
 from deploysuite.runner import Command, Runner
+from deploysuite.service_build import list_images, with_tag
 
 
 def engine_version(runner: Runner) -> str:
@@ -41,34 +43,45 @@ class StackState:
 
 
 def read(runner: Runner, stack: Stack, env: Mapping[str, str]) -> StackState:
-    """Everything `plan_up` needs, by read-only commands."""
+    """Everything `plan_up` needs, by read-only commands run side by side."""
 
-    def query(argv: tuple[str, ...], fix: str | None = None) -> str:
+    def query(argv: tuple[str, ...]) -> str:
+        fix = "run inv env.check, then docker compose config to see the error"
         return runner.run(Command(argv, env=env, mutates=False), fix=fix).stdout
 
-    fix = "run inv env.check, then docker compose config to see the error"
-    wanted = parse_config_hashes(
-        query(commands.compose_config_hashes(stack.project, stack.files, stack.profiles), fix)
-    )
-    images_text = query(
-        commands.compose(
-            stack.project, stack.files, "config", "--format", "json", profiles=stack.profiles
+    project, files, profiles = stack.project, stack.files, stack.profiles
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        hashes = pool.submit(query, commands.compose_config_hashes(project, files, profiles))
+        model = pool.submit(
+            query, commands.compose(project, files, "config", "--format", "json", profiles=profiles)
         )
+        ps = pool.submit(query, commands.compose_ps(project, files, profiles))
+        listing = pool.submit(list_images, runner)
+    services = json.loads(model.result()).get("services", {})
+    images = {name: svc.get("image", "") for name, svc in services.items()}
+    image_ids = {
+        ref: listing.result()[with_tag(ref)].image_id
+        for ref in set(images.values())
+        if with_tag(ref) in listing.result()
+    }
+    return StackState(
+        parse_config_hashes(hashes.result()), tuple(parse_ps(ps.result())), images, image_ids
     )
-    model = json.loads(images_text)
-    images = {name: svc.get("image", "") for name, svc in model.get("services", {}).items()}
-    containers = tuple(
-        parse_ps(query(commands.compose_ps(stack.project, stack.files, stack.profiles)))
-    )
-    image_ids: dict[str, str] = {}
-    for ref in sorted(set(images.values())):
-        result = runner.run(
-            Command(("docker", "image", "inspect", "--format", "{{.Id}}", ref), mutates=False),
-            check=False,
-        )
-        if result.ok:
-            image_ids[ref] = result.stdout.strip()
-    return StackState(wanted, containers, images, image_ids)
+
+
+def refresh(runner: Runner, stack: Stack, env: Mapping[str, str], state: StackState) -> StackState:
+    """The same state with the containers read again (after an `up`: same config, new ps)."""
+    argv = commands.compose_ps(stack.project, stack.files, stack.profiles)
+    ps = runner.run(Command(argv, env=env, mutates=False)).stdout
+    return replace(state, containers=tuple(parse_ps(ps)))
+
+
+def runs_new_image(state: StackState, service: str) -> bool:
+    """True when the service has no container yet or its containers run another image than the
+    one its compose entry names now (new code: its migrations may be new too)."""
+    wanted = state.image_ids.get(state.images.get(service, ""))
+    running = [c for c in state.containers if c.service == service]
+    return not running or any(c.image_id != wanted for c in running)
 
 
 def missing_images(state: StackState) -> list[str]:

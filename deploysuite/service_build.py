@@ -17,7 +17,6 @@ from deploysuite.errors import SuiteError
 from deploysuite.registry import PushResult
 from deploysuite.runner import Command, Runner
 from deploysuite.service_images import (
-    SOURCE_LABEL,
     WHEELS_DIR,
     ServiceImage,
     build_argv,
@@ -65,37 +64,48 @@ def git_version(runner: Runner, root: Path) -> str:
     return version_tag(sha, bool(status.strip()))
 
 
-def image_id(runner: Runner, ref: str) -> str | None:
-    result = runner.run(
-        Command(("docker", "image", "inspect", "--format", "{{.Id}}", ref), mutates=False),
-        check=False,
-    )
-    return result.stdout.strip() if result.ok else None
+@dataclass(frozen=True)
+class LocalImage:
+    image_id: str
+    size: int
 
 
-def image_size(runner: Runner, ref: str) -> int:
-    result = runner.run(
-        Command(("docker", "image", "inspect", "--format", "{{.Size}}", ref), mutates=False),
-        check=False,
-    )
-    return int(result.stdout.strip()) if result.ok and result.stdout.strip().isdigit() else 0
+SIZE_UNITS = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
 
 
-def image_with_source(runner: Runner, source: str, repository: str, service: str) -> str | None:
-    """An image of this service's own repository built from the same source. Filtering on the
-    reference too matters: images derived FROM ours inherit the label."""
-    argv = (
+def parse_size(text: str) -> int:
+    """docker's human sizes (`196MB`, `1.2GB`, `512kB`) to bytes."""
+    match = re.fullmatch(r"([0-9.]+)\s*([kKMGT]?B)", text.strip())
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2)]) if match else 0
+
+
+def parse_image_listing(text: str) -> dict[str, LocalImage]:
+    """`docker images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'` -> ref -> image."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and not parts[0].endswith(":<none>"):
+            out[parts[0]] = LocalImage(parts[1], parse_size(parts[2]))
+    return out
+
+
+def with_tag(ref: str) -> str:
+    """`name` -> `name:latest`, as the engine lists it; a registry port is not a tag."""
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
+def list_images(runner: Runner, reference: str | None = None) -> dict[str, LocalImage]:
+    """Every tagged image (of `reference`, a glob like repo/*:*) with one engine call."""
+    argv = [
         "docker",
         "images",
-        "--quiet",
         "--no-trunc",
-        "--filter",
-        f"label={SOURCE_LABEL}={source}",
-        "--filter",
-        f"reference={repository.rstrip('/')}/{service}:*",
-    )
-    ids = runner.run(Command(argv, mutates=False)).stdout.split()
-    return ids[0] if ids else None
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}",
+    ]
+    if reference:
+        argv += ["--filter", f"reference={reference}"]
+    return parse_image_listing(runner.run(Command(tuple(argv), mutates=False)).stdout)
 
 
 def ensure_wheels(runner: Runner, root: Path) -> bool:
@@ -120,45 +130,33 @@ def build_one(
     service: ServiceImage,
     ref: str,
     python_image: str,
-    base_id: str,
+    source: str,
+    existing: dict[str, LocalImage],
     force: bool = False,
-) -> BuiltImage:
-    source = source_hash(root, service, base_id)
-    repository = ref.rsplit("/", 1)[0]
-    existing = None if force else image_with_source(runner, source, repository, service.name)
-    started = time.monotonic()
+) -> tuple[str, float]:
+    """Build the image, or tag the one of the same source; returns (state, seconds)."""
     content_ref = content_tag(ref, source)
-    if existing:
-        runner.run(Command(("docker", "tag", existing, ref)))
-        runner.run(Command(("docker", "tag", existing, content_ref)))
-        state = "reused"
-    else:
+    started = time.monotonic()
+    if not force and content_ref in existing:
+        if existing.get(ref) != existing[content_ref]:
+            runner.run(Command(("docker", "tag", content_ref, ref)))
+        return "reused", time.monotonic() - started
 
-        def progress(line: str) -> None:
-            if line.startswith("Step "):
-                runner.events.info(f"  [{service.name}] {line[:100]}")
-            else:
-                runner.events.detail(f"[{service.name}] {line}")
+    def progress(line: str) -> None:
+        if line.startswith("Step "):
+            runner.events.info(f"  [{service.name}] {line[:100]}")
+        else:
+            runner.events.detail(f"[{service.name}] {line}")
 
-        runner.run(
-            Command(
-                build_argv(root, service, [ref, content_ref], python_image, source, no_cache=force),
-                timeout=1800,
-            ),
-            on_line=progress,
-            fix=f"see the build output above (docker/service/Dockerfile, services/{service.name})",
-        )
-        state = "would build" if runner.dry_run else "built"
-    return BuiltImage(
-        service=service.name,
-        ref=ref,
-        image_id=image_id(runner, ref) or "",
-        source=source,
-        state=state,
-        size=image_size(runner, ref),
-        seconds=time.monotonic() - started,
-        content_ref=content_ref,
+    runner.run(
+        Command(
+            build_argv(root, service, [ref, content_ref], python_image, source, no_cache=force),
+            timeout=1800,
+        ),
+        on_line=progress,
+        fix=f"see the build output above (docker/service/Dockerfile, services/{service.name})",
     )
+    return ("would build" if runner.dry_run else "built"), time.monotonic() - started
 
 
 def content_tag(ref: str, source: str) -> str:
@@ -175,28 +173,51 @@ def build_services(
     parallel: int = 2,
     force: bool = False,
 ) -> list[BuiltImage]:
-    base_id = image_id(runner, python_image)
-    if base_id is None:
+    base = list_images(runner).get(with_tag(python_image))
+    if base is None:
         raise SuiteError(
             f"base image {python_image} is not on this engine",
             "inv images.bootstrap (or set PYTHON_IMAGE to an image the engine can pull)",
         )
     ensure_wheels(runner, root)
+    pattern = f"{repository.rstrip('/')}/*:*"
+    existing = list_images(runner, pattern)
+    refs = {service.name: image_ref(repository, service.name, tag) for service in services}
+    sources = {service.name: source_hash(root, service, base.image_id) for service in services}
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [
-            pool.submit(
+        futures = {
+            service.name: pool.submit(
                 build_one,
                 runner,
                 root,
                 service,
-                image_ref(repository, service.name, tag),
+                refs[service.name],
                 python_image,
-                base_id,
+                sources[service.name],
+                existing,
                 force,
             )
             for service in services
-        ]
-        results = [f.result() for f in futures]
+        }
+        outcomes = {name: future.result() for name, future in futures.items()}
+    after = list_images(runner, pattern)
+    results = []
+    for service in services:
+        state, seconds = outcomes[service.name]
+        ref = refs[service.name]
+        image = after.get(ref, LocalImage("", 0))
+        results.append(
+            BuiltImage(
+                service=service.name,
+                ref=ref,
+                image_id=image.image_id,
+                source=sources[service.name],
+                state=state,
+                size=image.size,
+                seconds=seconds,
+                content_ref=content_tag(ref, sources[service.name]),
+            )
+        )
     if not runner.dry_run:
         write_images_file(images_file(root, repository), results)
     return results

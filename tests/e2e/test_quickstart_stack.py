@@ -102,6 +102,7 @@ def test_quickstart_deploys_every_service_healthy_and_smoke_passes(stack):
         assert " running " in row and " healthy " in row, row
     assert f"https://127.0.0.1:{stack.https}" in rows["nginx"]
     assert "smoke tests:" in result.stdout and " FAIL " not in result.stdout
+    assert "migrations of auth, chat, billing, analytics" in result.stderr
 
 
 def test_smoke_suite_passes_every_check(stack):
@@ -133,7 +134,9 @@ def test_dry_run_prints_commands_and_changes_nothing(stack):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "auth: configuration changed" in result.stderr
     assert f"[local] $ docker compose --project-name {stack.project}" in result.stdout
-    assert " run --rm --no-deps -T auth migrate" in result.stdout
+    assert "up --detach --wait" in result.stdout
+    # the images did not change, so there is nothing to migrate
+    assert "migrate" not in result.stdout
     assert stack.containers() == before
 
 

@@ -105,3 +105,14 @@ def test_migration_summary():
     assert migration_summary(nothing) == "schema up to date, nothing to apply (schema 2)"
     assert migration_summary("") == "no output"
     assert migration_summary("plain text") == "plain text"
+
+
+def test_runs_new_image_only_when_the_image_id_differs():
+    from deploysuite.localstack import StackState, runs_new_image
+
+    containers, images, image_ids = current_state()
+    state = StackState(HASHES, tuple(containers), images, image_ids)
+    assert not runs_new_image(state, "postgres")
+    moved = {**image_ids, images["postgres"]: "sha256:" + "0" * 64}
+    assert runs_new_image(StackState(HASHES, tuple(containers), images, moved), "postgres")
+    assert runs_new_image(state, "auth")  # no container yet

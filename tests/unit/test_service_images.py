@@ -127,3 +127,21 @@ def test_push_error_kinds():
     assert "not reachable" in push_error("127.0.0.1:1/a:t", "connection refused").what
     other = push_error("127.0.0.1:1/a:t", "manifest invalid")
     assert other.what == "push of 127.0.0.1:1/a:t failed: manifest invalid"
+
+
+def test_image_listing_parser_and_sizes():
+    from deploysuite.service_build import LocalImage, parse_image_listing, parse_size, with_tag
+
+    text = (
+        "mysaaschat/auth:abc sha256:" + "1" * 64 + " 196MB\n"
+        "<none>:<none> sha256:" + "2" * 64 + " 10kB\n"
+        "127.0.0.1:5000/m/auth:src-ff sha256:" + "3" * 64 + " 1.5GB\n"
+    )
+    listing = parse_image_listing(text)
+    assert listing == {
+        "mysaaschat/auth:abc": LocalImage("sha256:" + "1" * 64, 196_000_000),
+        "127.0.0.1:5000/m/auth:src-ff": LocalImage("sha256:" + "3" * 64, 1_500_000_000),
+    }
+    assert parse_size("512kB") == 512_000 and parse_size("?") == 0
+    assert with_tag("127.0.0.1:5000/m/auth") == "127.0.0.1:5000/m/auth:latest"
+    assert with_tag("postgres:15") == "postgres:15"
