@@ -174,6 +174,10 @@ def build_services(
     force: bool = False,
 ) -> list[BuiltImage]:
     base = list_images(runner).get(with_tag(python_image))
+    if base is None and not python_image.startswith("mysaaschat/"):
+        # not one of the bootstrapped images: a registry may have it (python:3.11-slim-bookworm)
+        runner.run(Command(("docker", "pull", python_image), timeout=600), check=False)
+        base = list_images(runner).get(with_tag(python_image))
     if base is None:
         raise SuiteError(
             f"base image {python_image} is not on this engine",
