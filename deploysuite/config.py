@@ -113,6 +113,16 @@ class Config:
             raise ConfigError(f"{key} is not documented in .env.example", f"add {key} there")
 
 
+def for_service(
+    config: Config, service: str, process_env: Mapping[str, str] | None = None
+) -> Config:
+    """The same environment, CLI overrides and root, with `service`'s override file applied."""
+    cli = {k: s.value for k, s in config.settings.items() if s.layer == "cli"}
+    return load_config(
+        config.env, root=config.root, service=service, process_env=process_env, cli=cli
+    )
+
+
 def suite_root() -> Path:
     """The tree that holds .env.example and environments/ (SUITE_ROOT points tests elsewhere)."""
     return Path(os.environ.get("SUITE_ROOT") or PROJECT_ROOT)

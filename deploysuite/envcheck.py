@@ -6,10 +6,8 @@ Nothing here prints or returns a secret's value: problems name the variable and 
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Literal
 
 from deploysuite.config import Config, closest
 from deploysuite.envfile import read_env_file
+from deploysuite.files import write_private
 
 Severity = Literal["error", "warning"]
 MIN_SECRET_BITS = 256  # 32 random bytes
@@ -204,16 +203,5 @@ def write_secrets(path: Path, names: list[str]) -> list[str]:
     if not lines:
         lines.append("# Secrets of this environment. Git-ignored; written by inv env.secrets.")
     lines += [f"{name}={value}" for name, value in values.items()]
-    body = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secrets-", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.chmod(path, 0o600)
+    write_private(path, "\n".join(lines) + "\n")
     return todo

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from deploysuite import commands, localstack, tls
 from deploysuite.cli import Session
 from deploysuite.compose import Stack, stack_for
-from deploysuite.config import Config
+from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
 from deploysuite.errors import ChecksFailed, CommandFailed
 from deploysuite.nginx import (
@@ -28,6 +28,7 @@ from deploysuite.nginx import (
 )
 from deploysuite.runner import Command, Runner
 from deploysuite.service_build import build_services, git_version
+from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_env_file
 from deploysuite.service_images import SERVICES
 from deploysuite.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
 
@@ -66,6 +67,11 @@ class DeployPaths:
     def tls_dir(self) -> Path:
         return self.build_dir / "tls"
 
+    @property
+    def env_dir(self) -> Path:
+        """One env file per service (mode 0600: they hold the services' secrets)."""
+        return self.build_dir / "env"
+
 
 def server_names(config: Config) -> tuple[str, ...]:
     return tuple((config.get("SERVER_NAMES") or "localhost").split())
@@ -89,7 +95,21 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
             env[var] = ref
     env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
     env.setdefault("TLS_DIR", str(paths.tls_dir))
+    env.setdefault("SERVICE_ENV_DIR", str(paths.env_dir))
     return env
+
+
+def write_service_envs(runner: Runner, config: Config, env_dir: Path) -> list[str]:
+    """Each service's env file from its own six-layer config; returns the services whose
+    file changed (compose sees the change in the config hash and recreates just those)."""
+    changed = []
+    for service in SERVICE_VARIABLES:
+        values = service_environment(for_service(config, service), service)
+        if runner.dry_run:
+            runner.events.command(f"[local] write {env_dir / service}.env (mode 0600)", run=False)
+        elif write_env_file(env_dir / f"{service}.env", values):
+            changed.append(service)
+    return changed
 
 
 def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
@@ -276,6 +296,8 @@ def deploy_local(
             config.require("PYTHON_IMAGE"),
         )
     images = {b.service: b.deploy_ref for b in built}
+    with events.step("service environments"):
+        write_service_envs(runner, config, paths.env_dir)
     with events.step("TLS and nginx configuration"):
         tls_state = prepare_tls(runner, config, paths.tls_dir)
         nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)

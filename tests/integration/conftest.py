@@ -120,3 +120,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+        refs = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+             "--filter", f"reference={server.host}/*/*"],
+            capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        if refs:  # the tags the push tests made for this registry
+            subprocess.run(["docker", "rmi", *refs], capture_output=True, check=False)

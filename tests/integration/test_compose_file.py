@@ -7,12 +7,14 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from deploysuite.config import load_config
 from deploysuite.localdeploy import SERVICE_IMAGE_VARS
+from deploysuite.service_env import SERVICE_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.prod.yml"
@@ -26,8 +28,14 @@ TOPOLOGY = {
 NOT_OBTAINABLE_HERE = {"mongodb", "clickhouse", "kong", "jaeger", "grafana"}
 
 
+ENV_DIR = Path(tempfile.mkdtemp(prefix="compose-env-"))
+for _service in SERVICE_VARIABLES:
+    (ENV_DIR / f"{_service}.env").write_text("LOG_LEVEL=INFO\n")
+
+
 def compose_env(env: str) -> dict[str, str]:
-    """The variables the deploy would pass, with stand-ins for secrets and built images."""
+    """The variables the deploy would pass, with stand-ins for secrets, built images and the
+    per-service env files."""
     config = load_config(env, process_env={})
     values = {**os.environ, **config.as_env()}
     for spec in config.schema.values():
@@ -35,7 +43,7 @@ def compose_env(env: str) -> dict[str, str]:
             values[spec.name] = "x" * 43
     for var in SERVICE_IMAGE_VARS.values():
         values.setdefault(var, f"registry.example/{var.lower()}:test")
-    values.update(NGINX_RENDERED_DIR="/srv/nginx", TLS_DIR="/srv/tls")
+    values.update(NGINX_RENDERED_DIR="/srv/nginx", TLS_DIR="/srv/tls", SERVICE_ENV_DIR=str(ENV_DIR))
     return values
 
 
@@ -114,3 +122,11 @@ def test_every_image_is_a_variable():
     images = re.findall(r"^\s+image:\s*(\S+)", COMPOSE.read_text(), flags=re.MULTILINE)
     assert len(images) == len(TOPOLOGY)
     assert all(i.startswith("${") for i in images), images
+
+
+def test_services_get_their_environment_from_their_own_env_file(model: dict):
+    for name in SERVICE_VARIABLES:
+        service = model["services"][name]
+        assert service["environment"].get("LOG_LEVEL") == "INFO", name  # from the env file
+        for secret in ("POSTGRES_PASSWORD", "AUTH_TOKEN_SECRET", "BILLING_WEBHOOK_SECRET"):
+            assert secret not in service["environment"], f"{name}: {secret} set in the compose file"

@@ -26,6 +26,17 @@ def inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def remove_repository(repository: str) -> None:
+    """Every tag of the repository's service images, so test builds do not pile up."""
+    refs = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+         "--filter", f"reference={repository}/*"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    if refs:
+        subprocess.run(["docker", "rmi", *refs], capture_output=True, check=False)
+
+
 def images_file(repository: str = "mysaaschat") -> dict[str, dict[str, object]]:
     from deploysuite.service_build import images_file as path_of
 
@@ -99,7 +110,16 @@ def test_no_secret_value_in_any_layer_or_the_image_config(base_images, tmp_path:
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     try:
         result = inv(
-            "images.build", "--service", "auth", "--force", "--tag", "secretscan", env=values
+            "images.build",
+            "--service",
+            "auth",
+            "--force",
+            "--tag",
+            "secretscan",
+            # a repository of its own: the forced build must not move the stack's tags
+            "--set",
+            "IMAGE_REPOSITORY=mysaaschat-secretscan",
+            env=values,
         )
     finally:
         for path in decoys:
@@ -113,13 +133,11 @@ def test_no_secret_value_in_any_layer_or_the_image_config(base_images, tmp_path:
             key, _, value = line.partition("=")
             if value and not key.startswith("#"):
                 needles[key] = value.encode()
-    files = layer_texts("mysaaschat/auth:secretscan", tmp_path)
+    files = layer_texts("mysaaschat-secretscan/auth:secretscan", tmp_path)
     assert len(files) > 1000  # the scan really saw the image's file system
     leaks = [(name, key) for name, data in files for key, value in needles.items() if value in data]
     assert leaks == []
-    subprocess.run(
-        ["docker", "rmi", "mysaaschat/auth:secretscan"], capture_output=True, check=False
-    )
+    remove_repository("mysaaschat-secretscan")
 
 
 def test_push_records_the_registry_digest(base_images, registry):
@@ -163,5 +181,6 @@ def test_unreachable_registry_is_one_clear_line(base_images):
     built = inv("images.build", "--service", "mailsink", "--set", f"IMAGE_REPOSITORY={repository}")
     assert built.returncode == 0, built.stderr[-3000:]
     result = inv("images.push", "--service", "mailsink", "--set", f"IMAGE_REPOSITORY={repository}")
+    remove_repository(repository)
     assert result.returncode == 6
     assert "is not reachable" in result.stderr.strip().splitlines()[-1]

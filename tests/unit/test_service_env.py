@@ -1,0 +1,67 @@
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from deploysuite.config import for_service, load_config, load_schema
+from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_env_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_service_variable_is_documented():
+    documented = set(load_schema(REPO))
+    for service, names in SERVICE_VARIABLES.items():
+        assert set(names) <= documented, (service, set(names) - documented)
+
+
+def test_each_service_gets_only_its_own_secrets():
+    holders = {
+        name: {s for s, names in SERVICE_VARIABLES.items() if name in names}
+        for name in ("AUTH_TOKEN_SECRET", "BILLING_WEBHOOK_SECRET", "SMTP_PASSWORD",
+                     "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
+    }  # fmt: skip
+    assert holders == {
+        "AUTH_TOKEN_SECRET": {"auth", "chat"},
+        "BILLING_WEBHOOK_SECRET": {"billing"},
+        "SMTP_PASSWORD": {"email-worker"},
+        "POSTGRES_PASSWORD": {"auth", "chat", "billing", "analytics"},
+        "RABBITMQ_PASSWORD": {"orchestrator", "email-worker"},
+    }
+
+
+def test_service_override_reaches_only_that_service(suite_tree: Path):
+    override = suite_tree / "services" / "chat" / "env" / "local.env"
+    override.parent.mkdir(parents=True)
+    override.write_text("LOG_LEVEL=DEBUG\n")
+    process: dict[str, str] = {}
+    config = load_config("local", root=suite_tree, process_env=process)
+    chat = service_environment(for_service(config, "chat", process_env=process), "chat")
+    auth = service_environment(for_service(config, "auth", process_env=process), "auth")
+    assert chat["LOG_LEVEL"] == "DEBUG" and auth["LOG_LEVEL"] == "INFO"
+    # the CLI layer still wins over the service override
+    cli = load_config("local", root=suite_tree, process_env={}, cli={"LOG_LEVEL": "ERROR"})
+    assert (
+        service_environment(for_service(cli, "chat", process_env={}), "chat")["LOG_LEVEL"]
+        == "ERROR"
+    )
+
+
+def test_repository_overrides_apply(tmp_path: Path):
+    # services/email-worker/env/local.env is a committed override of the local environment
+    config = load_config("local", root=REPO, process_env={})
+    worker = service_environment(
+        for_service(config, "email-worker", process_env={}), "email-worker"
+    )
+    assert worker["EMAIL_RETRY_BASE_SECONDS"] == "1"
+    assert "EMAIL_RETRY_BASE_SECONDS" not in service_environment(config, "orchestrator")
+
+
+def test_env_file_is_private_and_rewritten_only_on_change(tmp_path: Path):
+    path = tmp_path / "env" / "auth.env"
+    assert write_env_file(path, {"A": "1", "B": "two words"}) is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert path.read_text() == "A=1\nB='two words'\n"
+    assert write_env_file(path, {"A": "1", "B": "two words"}) is False
+    assert write_env_file(path, {"A": "2"}) is True
+    shutil.rmtree(tmp_path / "env")
