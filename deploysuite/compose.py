@@ -12,6 +12,7 @@ from pathlib import Path
 from deploysuite.config import Config
 
 COMPOSE_FILE = "docker-compose.prod.yml"
+SERVICES_ENV_FILE = "services.env.yml"
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,25 @@ class Stack:
     profiles: tuple[str, ...]
 
 
+def build_dir(config: Config) -> Path:
+    """Generated files of one stack: per environment and compose project, so that a second
+    stack on the same machine (a test's, a benchmark's) never rewrites another one's files."""
+    return config.root / "build" / config.env / config.require("COMPOSE_PROJECT_NAME")
+
+
+def services_env_file(config: Config) -> Path:
+    """The generated compose file holding each service's environment (mode 0600)."""
+    return build_dir(config) / SERVICES_ENV_FILE
+
+
 def stack_for(config: Config) -> Stack:
     profiles = tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+    files = [config.root / COMPOSE_FILE]
+    if services_env_file(config).exists():
+        files.append(services_env_file(config))
     return Stack(
         project=config.require("COMPOSE_PROJECT_NAME"),
-        files=(config.root / COMPOSE_FILE,),
+        files=tuple(files),
         profiles=profiles,
     )
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from deploysuite import commands, localstack, tls
 from deploysuite.cli import Session
-from deploysuite.compose import Stack, stack_for
+from deploysuite.compose import Stack, build_dir, services_env_file, stack_for
 from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
 from deploysuite.errors import ChecksFailed, CommandFailed
@@ -28,7 +28,7 @@ from deploysuite.nginx import (
 )
 from deploysuite.runner import Command, Runner
 from deploysuite.service_build import build_services, git_version
-from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_env_file
+from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
 from deploysuite.service_images import SERVICES
 from deploysuite.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
 
@@ -47,17 +47,9 @@ DATA_STORES = ("postgres", "redis", "rabbitmq")
 
 @dataclass(frozen=True)
 class DeployPaths:
-    """Generated files of one stack: per environment and compose project, so that a second
-    stack on the same machine (a test's, a benchmark's) never rewrites the files another
-    stack's nginx has mounted."""
+    """Generated files of one stack (see compose.build_dir)."""
 
-    root: Path
-    env: str
-    project: str
-
-    @property
-    def build_dir(self) -> Path:
-        return self.root / "build" / self.env / self.project
+    build_dir: Path
 
     @property
     def nginx_dir(self) -> Path:
@@ -66,11 +58,6 @@ class DeployPaths:
     @property
     def tls_dir(self) -> Path:
         return self.build_dir / "tls"
-
-    @property
-    def env_dir(self) -> Path:
-        """One env file per service (mode 0600: they hold the services' secrets)."""
-        return self.build_dir / "env"
 
 
 def server_names(config: Config) -> tuple[str, ...]:
@@ -95,21 +82,21 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
             env[var] = ref
     env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
     env.setdefault("TLS_DIR", str(paths.tls_dir))
-    env.setdefault("SERVICE_ENV_DIR", str(paths.env_dir))
     return env
 
 
-def write_service_envs(runner: Runner, config: Config, env_dir: Path) -> list[str]:
-    """Each service's env file from its own six-layer config; returns the services whose
-    file changed (compose sees the change in the config hash and recreates just those)."""
-    changed = []
-    for service in SERVICE_VARIABLES:
-        values = service_environment(for_service(config, service), service)
-        if runner.dry_run:
-            runner.events.command(f"[local] write {env_dir / service}.env (mode 0600)", run=False)
-        elif write_env_file(env_dir / f"{service}.env", values):
-            changed.append(service)
-    return changed
+def write_service_envs(runner: Runner, config: Config) -> bool:
+    """Each service's environment from its own six-layer config, into the generated compose
+    file; True when it changed (compose then recreates only the services whose part changed)."""
+    environments = {
+        service: service_environment(for_service(config, service), service)
+        for service in SERVICE_VARIABLES
+    }
+    path = services_env_file(config)
+    if runner.dry_run:
+        runner.events.command(f"[local] write {path} (mode 0600)", run=False)
+        return False
+    return write_services_env(path, environments)
 
 
 def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
@@ -283,8 +270,7 @@ def deploy_local(
             f"environment '{config.env}' has {len(problems)} configuration problem(s)",
             f"inv env.check --env={config.env}",
         )
-    stack = stack_for(config)
-    events.info(f"engine {version}, project {stack.project}")
+    events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):
         built = build_services(
@@ -297,7 +283,8 @@ def deploy_local(
         )
     images = {b.service: b.deploy_ref for b in built}
     with events.step("service environments"):
-        write_service_envs(runner, config, paths.env_dir)
+        write_service_envs(runner, config)
+    stack = stack_for(config)  # after the services' environment file exists
     with events.step("TLS and nginx configuration"):
         tls_state = prepare_tls(runner, config, paths.tls_dir)
         nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
@@ -358,4 +345,4 @@ def current_env(config: Config) -> dict[str, str]:
 
 
 def deploy_paths(config: Config) -> DeployPaths:
-    return DeployPaths(config.root, config.env, config.require("COMPOSE_PROJECT_NAME"))
+    return DeployPaths(build_dir(config))

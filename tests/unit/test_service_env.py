@@ -1,10 +1,9 @@
 import os
-import shutil
 import stat
 from pathlib import Path
 
 from deploysuite.config import for_service, load_config, load_schema
-from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_env_file
+from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,11 +56,15 @@ def test_repository_overrides_apply(tmp_path: Path):
     assert "EMAIL_RETRY_BASE_SECONDS" not in service_environment(config, "orchestrator")
 
 
-def test_env_file_is_private_and_rewritten_only_on_change(tmp_path: Path):
-    path = tmp_path / "env" / "auth.env"
-    assert write_env_file(path, {"A": "1", "B": "two words"}) is True
+def test_services_env_file_is_private_exact_and_rewritten_only_on_change(tmp_path: Path):
+    import yaml
+
+    path = tmp_path / "build" / "services.env.yml"
+    envs = {"auth": {"A": "1", "B": 'it\'s "quoted": #x'}, "chat": {}}
+    assert write_services_env(path, envs) is True
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert path.read_text() == "A=1\nB='two words'\n"
-    assert write_env_file(path, {"A": "1", "B": "two words"}) is False
-    assert write_env_file(path, {"A": "2"}) is True
-    shutil.rmtree(tmp_path / "env")
+    assert yaml.safe_load(path.read_text()) == {
+        "services": {"auth": {"environment": envs["auth"]}, "chat": {"environment": {}}}
+    }
+    assert write_services_env(path, envs) is False
+    assert write_services_env(path, {"auth": {"A": "2"}}) is True
