@@ -8,14 +8,15 @@ import datetime as dt
 import json
 import secrets
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from deploysuite import commands, localstack, tls
 from deploysuite.cli import Session
-from deploysuite.compose import Stack, build_dir, services_env_file, stack_for
+from deploysuite.compose import COMPOSE_FILE, Stack, build_dir, services_env_file, stack_for
 from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
 from deploysuite.errors import ChecksFailed, CommandFailed
@@ -85,9 +86,10 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
     return env
 
 
-def write_service_envs(runner: Runner, config: Config) -> bool:
+def write_service_envs(runner: Runner, config: Config, scratch: Path) -> Path:
     """Each service's environment from its own six-layer config, into the generated compose
-    file; True when it changed (compose then recreates only the services whose part changed)."""
+    file; returns the file to plan with. Under --dry-run it goes to `scratch` instead, so the
+    plan shows what would change while the stack's own file stays untouched."""
     environments = {
         service: service_environment(for_service(config, service), service)
         for service in SERVICE_VARIABLES
@@ -95,8 +97,9 @@ def write_service_envs(runner: Runner, config: Config) -> bool:
     path = services_env_file(config)
     if runner.dry_run:
         runner.events.command(f"[local] write {path} (mode 0600)", run=False)
-        return False
-    return write_services_env(path, environments)
+        path = scratch / path.name
+    write_services_env(path, environments)
+    return path
 
 
 def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
@@ -135,7 +138,9 @@ def render(runner: Runner, config: Config, nginx_dir: Path) -> list[Path]:
     files = render_nginx(nginx_settings(config))
     if runner.dry_run:
         for name in sorted(files):
-            runner.events.command(f"[local] write {nginx_dir / name}", run=False)
+            path = nginx_dir / name
+            if not path.exists() or path.read_text(encoding="utf-8") != files[name]:
+                runner.events.command(f"[local] write {path}", run=False)
         return []
     return write_rendered(files, nginx_dir)
 
@@ -259,6 +264,13 @@ def deploy_local(
 
     A no-op (same images, same configuration, same nginx files) changes nothing and says so.
     """
+    with tempfile.TemporaryDirectory(prefix="deploy-plan-") as scratch:
+        return converge_local(s, Path(scratch), wait_timeout, run_smoke_checks)
+
+
+def converge_local(
+    s: Session, scratch: Path, wait_timeout: int, run_smoke_checks: bool
+) -> DeployOutcome:
     config, events, runner = s.config, s.events, s.runner
     paths = deploy_paths(config)
     version = localstack.engine_version(runner)
@@ -283,15 +295,19 @@ def deploy_local(
         )
     images = {b.service: b.deploy_ref for b in built}
     with events.step("service environments"):
-        write_service_envs(runner, config)
-    stack = stack_for(config)  # after the services' environment file exists
+        services_env = write_service_envs(runner, config, scratch)
+    # `plan_stack` reads what would be; `stack` is what the commands act on (the same files,
+    # except under --dry-run, where the new environment was written to the scratch folder).
+    compose_file = config.root / COMPOSE_FILE
+    stack = replace(stack_for(config), files=(compose_file, services_env_file(config)))
+    plan_stack = replace(stack, files=(compose_file, services_env))
     with events.step("TLS and nginx configuration"):
         tls_state = prepare_tls(runner, config, paths.tls_dir)
         nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
         if tls_state != "kept" and nginx_action == "none":
             nginx_action = "reload"
     env = compose_env(config, images, paths)
-    state = localstack.read(runner, stack, env)
+    state = localstack.read(runner, plan_stack, env)
     localstack.require_images(state, config.env)
     plan = state.plan()
     changes = dict(plan.changes)
