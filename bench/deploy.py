@@ -27,7 +27,10 @@ sys.path.insert(0, str(REPO))
 from deploysuite import commands
 from deploysuite.compose import stack_for
 from deploysuite.config import load_config
+from deploysuite.events import Events
 from deploysuite.localdeploy import current_env
+from deploysuite.localstack import remove_project
+from deploysuite.runner import Runner
 
 
 def free_port() -> int:
@@ -97,16 +100,7 @@ def main() -> None:
         ]  # fmt: skip
         print(write("deploy", rows))
     finally:
-        label = f"label=com.docker.compose.project={PROJECT}"
-        for kind, listing in (
-            ("container", ["docker", "ps", "-aq", "--filter", label]),
-            ("volume", ["docker", "volume", "ls", "-q", "--filter", label]),
-            ("network", ["docker", "network", "ls", "-q", "--filter", label]),
-        ):
-            ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
-            if ids:
-                extra = ["-f"] if kind == "container" else []
-                subprocess.run(["docker", kind, "rm", *extra, *ids], capture_output=True)
+        remove_project(Runner(Events()), PROJECT)
         shutil.rmtree(REPO / "build" / "local" / PROJECT, ignore_errors=True)
 
 

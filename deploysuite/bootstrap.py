@@ -83,16 +83,9 @@ def build_image(runner: Runner, image: BaseImage) -> float:
         build_args={"DEBIAN_IMAGE": ROOTFS_IMAGE},
         labels={RECIPE_LABEL: image.recipe},
     )
-
-    def progress(line: str) -> None:
-        if line.startswith("Step "):
-            runner.events.info(f"  [{image.name}] {line[:100]}")
-        else:
-            runner.events.detail(f"[{image.name}] {line}")
-
     runner.run(
         Command(argv, timeout=1800),
-        on_line=progress,
+        on_line=runner.events.build_progress(image.name),
         fix=f"see the build output above, fix docker/base/{image.name}/Dockerfile",
     )
     return time.monotonic() - started

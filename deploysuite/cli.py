@@ -78,3 +78,15 @@ def session(
     masker = config.masker()
     events = Events(json_mode=json, verbose=verbose, masker=masker)
     return Session(config, events, Runner(events, masker, dry_run=dry_run))
+
+
+def confirm(action: str, expected: str, *, yes: bool, read: Callable[[str], str] = input) -> None:
+    """Destructive work needs the operator to type `expected` (or --yes, for CI). Without a
+    terminal and without --yes, refuse rather than guess."""
+    if yes:
+        return
+    if not sys.stdin.isatty() and read is input:
+        raise SuiteError(f"{action} needs confirmation and there is no terminal", "add --yes")
+    answer = read(f"{action}: type '{expected}' to go on: ").strip()
+    if answer != expected:
+        raise SuiteError(f"not confirmed ({answer!r} is not {expected!r}); nothing was changed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -73,6 +73,18 @@ class Events:
             print(self.masker(display), file=self.out, flush=True)
         elif self.verbose:
             self._say(display)
+
+    def build_progress(self, name: str) -> Callable[[str], None]:
+        """A `docker build` output handler: its `Step n/m` lines as progress, the rest with
+        --verbose."""
+
+        def on_line(line: str) -> None:
+            if line.startswith("Step "):
+                self.info(f"  [{name}] {line[:100]}")
+            else:
+                self.detail(f"[{name}] {line}")
+
+        return on_line
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:

@@ -84,6 +84,24 @@ def runs_new_image(state: StackState, service: str) -> bool:
     return not running or any(c.image_id != wanted for c in running)
 
 
+def remove_project(runner: Runner, project: str) -> int:
+    """Every container, volume and network of a compose project, found by compose's own label
+    (works without the compose file or its variables); returns how many objects went."""
+    label = f"label=com.docker.compose.project={project}"
+    removed = 0
+    for kind, listing in (
+        ("container", ("docker", "ps", "--all", "--quiet", "--filter", label)),
+        ("volume", ("docker", "volume", "ls", "--quiet", "--filter", label)),
+        ("network", ("docker", "network", "ls", "--quiet", "--filter", label)),
+    ):
+        ids = runner.run(Command(listing, mutates=False)).stdout.split()
+        if ids:
+            force = ("--force",) if kind == "container" else ()
+            runner.run(Command(("docker", kind, "rm", *force, *ids)), check=False)
+            removed += len(ids)
+    return removed
+
+
 def missing_images(state: StackState) -> list[str]:
     return sorted({ref for ref in state.images.values() if ref and ref not in state.image_ids})
 

@@ -142,18 +142,12 @@ def build_one(
             runner.run(Command(("docker", "tag", content_ref, ref)))
         return "reused", time.monotonic() - started
 
-    def progress(line: str) -> None:
-        if line.startswith("Step "):
-            runner.events.info(f"  [{service.name}] {line[:100]}")
-        else:
-            runner.events.detail(f"[{service.name}] {line}")
-
     runner.run(
         Command(
             build_argv(root, service, [ref, content_ref], python_image, source, no_cache=force),
             timeout=1800,
         ),
-        on_line=progress,
+        on_line=runner.events.build_progress(service.name),
         fix=f"see the build output above (docker/service/Dockerfile, services/{service.name})",
     )
     return ("would build" if runner.dry_run else "built"), time.monotonic() - started

@@ -7,7 +7,7 @@ import asyncio
 from invoke import Collection
 
 from deploysuite import commands, localstack
-from deploysuite.cli import Session, session, task
+from deploysuite.cli import Session, confirm, session, task
 from deploysuite.compose import Stack, stack_for
 from deploysuite.errors import ChecksFailed, SuiteError
 from deploysuite.localdeploy import current_env, deploy_local, deploy_paths, smoke_target
@@ -144,4 +144,19 @@ def logs(c, env="local", service="", follow=False, tail=100, set_=None):
     s.runner.run(Command(argv, env=current_env(s.config), mutates=False), on_line=print)
 
 
-ns = Collection("deploy", deploy, smoke, status, logs)
+@task(iterable=["set_"], help={"volumes": "Also delete the stack's volumes: its data."})
+def down(c, env="local", volumes=False, yes=False, dry_run=False, set_=None):
+    """Stop and remove the stack's containers and networks (its data only with --volumes)."""
+    s = session(env, dry_run=dry_run, overrides=set_ or [])
+    if env != "local":
+        raise remote_not_there_yet(env)
+    stack = stack_for(s.config)
+    if volumes and not dry_run:
+        confirm(f"delete every volume (all data) of {stack.project}", stack.project, yes=yes)
+    args = ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
+    argv = commands.compose(stack.project, stack.files, *args, profiles=stack.profiles)
+    s.runner.run(Command(argv, env=current_env(s.config), timeout=300))
+    s.events.info(f"{stack.project}: removed" + (" with its volumes" if volumes else ""))
+
+
+ns = Collection("deploy", deploy, smoke, status, logs, down)

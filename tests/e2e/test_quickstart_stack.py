@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from deploysuite.events import Events
+from deploysuite.localstack import remove_project
+from deploysuite.runner import Runner
+
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -61,16 +65,7 @@ class Stack:
         return dict(line.split() for line in out.splitlines())
 
     def remove(self) -> None:
-        label = f"label=com.docker.compose.project={self.project}"
-        for kind, listing in (
-            ("container", ["docker", "ps", "-aq", "--filter", label]),
-            ("volume", ["docker", "volume", "ls", "-q", "--filter", label]),
-            ("network", ["docker", "network", "ls", "-q", "--filter", label]),
-        ):
-            ids = subprocess.run(listing, capture_output=True, text=True).stdout.split()
-            if ids:
-                extra = ["-f"] if kind == "container" else []
-                subprocess.run(["docker", kind, "rm", *extra, *ids], capture_output=True)
+        remove_project(Runner(Events()), self.project)
         shutil.rmtree(self.build_dir, ignore_errors=True)
 
 
@@ -168,3 +163,20 @@ def test_a_stopped_service_is_named_by_smoke_and_status(stack):
     restored = stack.inv("deploy", "--env=local", "--json")
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
+
+
+def test_down_asks_before_deleting_data_then_removes_the_stack(stack):
+    before = stack.containers()
+    refused = stack.inv("down", "--env=local", "--volumes")  # no terminal, no --yes
+    assert refused.returncode != 0
+    assert "needs confirmation" in refused.stderr and "--yes" in refused.stderr
+    assert stack.containers() == before
+    done = stack.inv("down", "--env=local", "--volumes", "--yes")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert stack.containers() == {}
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter",
+         f"label=com.docker.compose.project={stack.project}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert volumes == []

@@ -100,3 +100,13 @@ def test_remote_environments_refuse_clearly_until_the_ssh_deploy_exists():
     )
     assert result.returncode == 1
     assert "remote deploy over SSH" in result.stderr
+
+
+def test_confirmation_needs_the_exact_word_or_yes():
+    from deploysuite.cli import confirm
+    from deploysuite.errors import SuiteError
+
+    confirm("drop", "mysaaschat", yes=True, read=lambda prompt: "")
+    confirm("drop", "mysaaschat", yes=False, read=lambda prompt: "mysaaschat\n")
+    with pytest.raises(SuiteError, match="not confirmed"):
+        confirm("drop", "mysaaschat", yes=False, read=lambda prompt: "y")
