@@ -127,3 +127,100 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         ).stdout.split()  # fmt: skip
         if refs:  # the tags the push tests made for this registry
             subprocess.run(["docker", "rmi", *refs], capture_output=True, check=False)
+
+
+DEPLOY_USER = "mysaaschat-deploy"
+
+
+class SshHost:
+    """A real sshd on 127.0.0.1 with its own host key, a deploy user allowed to use the Docker
+    engine, and that user's key: the "remote" engine is this machine's, reached over SSH."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = "127.0.0.1"
+        self.user = DEPLOY_USER
+        self.host_key = workdir / "ssh_host_ed25519_key"
+        self.key_file = workdir / "id_deploy"
+        self.other_key = workdir / "id_stranger"
+        for key in (self.host_key, self.key_file, self.other_key):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+        self.known_hosts = workdir / "known_hosts"
+        public = self.host_key.with_suffix(".pub").read_text().split()
+        self.known_hosts.write_text(f"[{self.address}]:{self.port} {public[0]} {public[1]}\n")
+        self.fingerprint = subprocess.run(
+            ["ssh-keygen", "-lf", str(self.host_key.with_suffix(".pub"))],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[1]  # fmt: skip
+        self._create_user()
+        config = workdir / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress {self.address}\nHostKey {self.host_key}\n"
+            f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile .ssh/authorized_keys\n"
+            "PubkeyAuthentication yes\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\n"
+            f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.log = (workdir / "sshd.log").open("w")
+        self.process = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=self.log, stderr=self.log
+        )
+
+    def _create_user(self) -> None:
+        import pwd
+
+        try:
+            home = Path(pwd.getpwnam(self.user).pw_dir)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "docker",
+                 self.user],
+                check=True,
+            )  # fmt: skip
+            home = Path(pwd.getpwnam(self.user).pw_dir)
+        # No password, but not locked: sshd without PAM refuses locked accounts, keys included.
+        subprocess.run(["usermod", "--password", "*", self.user], check=True)
+        ssh_dir = home / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        keys = ssh_dir / "authorized_keys"
+        keys.write_text(self.key_file.with_suffix(".pub").read_text())
+        keys.chmod(0o600)
+        subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(ssh_dir)], check=True)
+        self.home = home
+
+    def wait(self, timeout: float = 15) -> None:
+        import socket
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.address, self.port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"sshd on port {self.port} did not start: see {self.workdir}/sshd.log")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory):
+    import shutil
+
+    if not Path("/usr/sbin/sshd").exists() or shutil.which("ssh-keygen") is None:
+        pytest.fail("openssh-server is not installed: run ./scripts/test, which installs it")
+    host = SshHost(tmp_path_factory.mktemp("sshd"))
+    try:
+        host.wait()
+        yield host
+    finally:
+        host.stop()
