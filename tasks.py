@@ -8,12 +8,13 @@ __path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")]
 
 from invoke import Collection
 
-from tasks import certs, deploy, env, images, nginx
+from tasks import certs, deploy, env, images, lock, nginx
 
 ns = Collection()
 ns.add_collection(env.ns)
 ns.add_collection(images.ns)
 ns.add_collection(nginx.ns)
 ns.add_collection(certs.ns)
+ns.add_collection(lock.ns)
 for root_task in deploy.ns.tasks.values():  # deploy, smoke, status, logs: verbs of their own
     ns.add_task(root_task)

@@ -13,7 +13,7 @@ from deploysuite.cli import task
 from deploysuite.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-AREAS = ("env", "images", "deploy", "nginx", "certs")
+AREAS = ("env", "images", "deploy", "nginx", "certs", "lock")
 
 
 def root_collection() -> Collection:

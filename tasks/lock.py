@@ -1,0 +1,48 @@
+"""Deploy lock tasks: who holds an environment's lock, and breaking a dead deploy's lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from invoke import Collection
+
+from deploysuite.cli import confirm, session, task
+from deploysuite.lock import lock_path, read_info, release
+from deploysuite.remote import deploy_root, lock_host_connection
+
+
+@task
+def status(c, env="staging", json=False):
+    """Show whether the environment's deploy lock is held, by whom, since when, for what."""
+    s = session(env, json=json)
+    path = lock_path(deploy_root(s.config), env)
+    with lock_host_connection(s.config) as conn:
+        held = read_info(conn, path)
+        exists = conn.run(("test", "-d", path))[0] == 0
+    now = dt.datetime.now(dt.UTC)
+    unread = "held, owner unreadable" if exists else "free"
+    text = held.describe(now) if held else unread
+    row = {"env": env, "host": conn.host.name, "lock": path, "state": text}
+    s.events.result([row], ["env", "host", "state"], title="deploy lock:")
+
+
+@task(help={"yes": "Break the lock without asking (only when its deploy is known to be dead)."})
+def release_(c, env="staging", yes=False):
+    """Break the environment's deploy lock, whoever holds it (a dead deploy's stale lock)."""
+    s = session(env)
+    path = lock_path(deploy_root(s.config), env)
+    with lock_host_connection(s.config) as conn:
+        held = read_info(conn, path)
+        if held is None and conn.run(("test", "-d", path))[0] != 0:
+            s.events.info(f"nothing to do: the deploy lock of '{env}' is free")
+            return
+        who = held.describe(dt.datetime.now(dt.UTC)) if held else "an unknown holder"
+        s.events.info(f"the lock is {who}")
+        confirm(f"break the deploy lock of '{env}'", env, yes=yes)
+        release(conn, path, token=None)
+    s.events.info(f"released the deploy lock of '{env}'")
+
+
+ns = Collection("lock")
+ns.add_task(status)
+ns.add_task(release_, name="release")

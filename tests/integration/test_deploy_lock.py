@@ -1,0 +1,148 @@
+"""The deploy lock on a real host over SSH: atomic, informative, released on every exit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deploysuite.lock import (
+    LockHeld,
+    deploy_lock,
+    lock_path,
+    new_info,
+    read_info,
+    release,
+    try_acquire,
+)
+from deploysuite.ssh import Host, SshConnection
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def host(ssh_host) -> Host:
+    return Host("app1", ssh_host.address, ssh_host.known_hosts, ssh_host.port, ssh_host.user,
+                ssh_host.key_file)  # fmt: skip
+
+
+@pytest.fixture
+def path(ssh_host, host) -> str:
+    lock = lock_path(f"{ssh_host.home}/srv-{os.getpid()}", "staging")
+    yield lock
+    with SshConnection(host) as conn:
+        conn.run(("rm", "-rf", lock))
+
+
+def test_second_deploy_is_refused_with_the_holders_details(host, path):
+    with SshConnection(host) as first, SshConnection(host) as second:
+        with deploy_lock(first, path, "staging", "r-1", environ={"GITHUB_SERVER_URL": "https://gh",
+                         "GITHUB_REPOSITORY": "a/b", "GITHUB_RUN_ID": "7"}) as info:  # fmt: skip
+            _, mode, _ = first.run(("stat", "-c", "%a", f"{path}/info.json"))
+            assert mode.strip() == "600"
+            with pytest.raises(LockHeld) as refused, deploy_lock(second, path, "staging", "r-2"):
+                pass
+            message = refused.value.what
+            assert f"held by {info.owner}" in message and "release r-1" in message
+            assert "CI run https://gh/a/b/actions/runs/7" in message
+            assert "inv lock.release --env=staging" in refused.value.fix
+        assert read_info(first, path) is None
+        assert first.run(("test", "-d", path))[0] != 0
+
+
+def test_waiting_deploy_gets_the_lock_when_it_is_released(host, path):
+    with SshConnection(host) as first, SshConnection(host) as second:
+        held = new_info("r-1", dt.datetime.now(dt.UTC), {})
+        assert try_acquire(first, path, held)
+        timer = threading.Timer(2.0, release, (first, path, held.token))
+        timer.start()
+        started = time.monotonic()
+        with deploy_lock(second, path, "staging", "r-2", wait_seconds=20) as info:
+            assert read_info(second, path) == info
+        assert time.monotonic() - started >= 1.5
+        timer.join()
+
+
+def test_only_the_holder_releases_unless_broken_on_purpose(host, path):
+    with SshConnection(host) as conn, deploy_lock(conn, path, "staging", "r-1") as info:
+        assert release(conn, path, token="someone-else") is False
+        assert read_info(conn, path) == info
+        assert release(conn, path, token=None) is True
+        assert read_info(conn, path) is None
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from deploysuite.lock import deploy_lock
+    from deploysuite.ssh import Host, SshConnection
+    address, port, user, key, known, path = sys.argv[1:]
+    host = Host("app1", address, Path(known), int(port), user, Path(key))
+    with SshConnection(host) as conn, deploy_lock(conn, path, "staging", "r-signal"):
+        print("locked", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_deploy_releases_the_lock(ssh_host, host, path, signum):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, host.address, str(host.port), host.user,
+         str(host.key_file), str(host.known_hosts), path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "locked"
+    with SshConnection(host) as conn:
+        assert read_info(conn, path) is not None
+        proc.send_signal(signum)
+        proc.wait(timeout=20)
+        assert read_info(conn, path) is None
+        assert conn.run(("test", "-d", path))[0] != 0
+
+
+def suite_tree(tmp_path: Path, ssh_host) -> Path:
+    shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
+    env_dir = tmp_path / "environments" / "staging"
+    env_dir.mkdir(parents=True)
+    (env_dir / "config.env").write_text("COMPOSE_PROJECT_NAME=mysaaschat\n")
+    shutil.copy(ssh_host.known_hosts, env_dir / "known_hosts")
+    (env_dir / "hosts.yml").write_text(
+        f"hosts:\n  - name: app1\n    address: {ssh_host.address}\n    port: {ssh_host.port}\n"
+        f"    user: {ssh_host.user}\n"
+    )
+    return tmp_path
+
+
+def test_lock_tasks_show_and_break_a_stale_lock(ssh_host, host, path, tmp_path):
+    tree = suite_tree(tmp_path, ssh_host)
+    env = {**os.environ, "SUITE_ROOT": str(tree), "DEPLOY_SSH_KEY": str(host.key_file),
+           "DEPLOY_ROOT": path.rsplit("/staging/", 1)[0]}  # fmt: skip
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+    assert "free" in inv("lock.status", "--env=staging").stdout
+    with SshConnection(host) as conn:
+        info = new_info("r-stale", dt.datetime.now(dt.UTC), {})
+        assert try_acquire(conn, path, info)  # a deploy that died without releasing
+        shown = inv("lock.status", "--env=staging")
+        assert f"held by {info.owner}" in shown.stdout and "release r-stale" in shown.stdout
+        refused = inv("lock.release", "--env=staging")  # no terminal, no --yes
+        assert refused.returncode != 0 and "--yes" in refused.stderr
+        assert read_info(conn, path) == info
+        broken = inv("lock.release", "--env=staging", "--yes")
+        assert broken.returncode == 0, broken.stderr
+        assert read_info(conn, path) is None
