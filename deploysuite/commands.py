@@ -109,6 +109,7 @@ def compose_up(
     services: Sequence[str] = (),
     wait_timeout: int = 300,
     profiles: Sequence[str] = (),
+    no_deps: bool = False,
 ) -> Argv:
     return compose(
         project,
@@ -119,6 +120,7 @@ def compose_up(
         "--wait-timeout",
         str(wait_timeout),
         "--remove-orphans",
+        *(["--no-deps"] if no_deps else []),
         *services,
         profiles=profiles,
     )

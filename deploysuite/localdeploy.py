@@ -9,6 +9,7 @@ import json
 import secrets
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from deploysuite.compose import COMPOSE_FILE, Stack, build_dir, services_env_fil
 from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
 from deploysuite.errors import ChecksFailed, CommandFailed
+from deploysuite.files import write_private
 from deploysuite.nginx import (
     NginxSettings,
     apply_action,
@@ -27,6 +29,7 @@ from deploysuite.nginx import (
     render_nginx,
     write_rendered,
 )
+from deploysuite.rollout import ROLLING_SERVICES, RolloutFailed, roll
 from deploysuite.runner import Command, Runner
 from deploysuite.service_build import build_services, git_version
 from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
@@ -151,6 +154,7 @@ def up(
     env: Mapping[str, str],
     services: Sequence[str] = (),
     wait_timeout: int = 300,
+    no_deps: bool = False,
 ) -> None:
     runner.run(
         Command(
@@ -160,6 +164,7 @@ def up(
                 services=services,
                 wait_timeout=wait_timeout,
                 profiles=stack.profiles,
+                no_deps=no_deps,
             ),
             env=env,
             timeout=wait_timeout + 120,
@@ -196,11 +201,20 @@ def migration_summary(output: str) -> str:
     return text + ")"
 
 
-def reload_nginx(runner: Runner, stack: Stack, env: Mapping[str, str]) -> None:
+RELOAD_SETTLE_SECONDS = 2.0
+
+
+def reload_nginx(
+    runner: Runner, stack: Stack, env: Mapping[str, str], settle: float = RELOAD_SETTLE_SECONDS
+) -> None:
     """Graceful: new workers read the new configuration (and resolve upstream names anew, which
-    nginx 1.22 does only at load), old workers finish their requests."""
+    nginx 1.22 does only at load), old workers finish their requests. `nginx -s reload` returns
+    before the old workers are gone, and they still know only the old upstream addresses: wait
+    `settle` seconds before anything relies on the new configuration."""
     container = f"{stack.project}-nginx-1"
     runner.run(Command(nginx_reload_argv(container), env=env))
+    if not runner.dry_run:
+        time.sleep(settle)
 
 
 def recreate_nginx(runner: Runner, stack: Stack, env: Mapping[str, str], wait_timeout: int) -> None:
@@ -294,6 +308,11 @@ def converge_local(
             config.require("PYTHON_IMAGE"),
         )
     images = {b.service: b.deploy_ref for b in built}
+    previous_env = (
+        services_env_file(config).read_text(encoding="utf-8")
+        if services_env_file(config).exists()
+        else None
+    )
     with events.step("service environments"):
         services_env = write_service_envs(runner, config, scratch)
     # `plan_stack` reads what would be; `stack` is what the commands act on (the same files,
@@ -329,6 +348,31 @@ def converge_local(
             with events.step(f"migrations of {', '.join(to_migrate)}"):
                 for service in to_migrate:
                     events.info(f"  {service}: {migrate(runner, stack, env, service)}")
+        # Services that are down or new have no traffic to protect: start them first (nginx
+        # cannot reload while an upstream name does not resolve). Services that run and change
+        # are then replaced beside their old container, one at a time, so no request is
+        # dropped; compose finally brings up whatever is left to do (nginx, data stores).
+        rolling = rolling_candidates(state, plan.changes)
+        starting = [
+            s
+            for s in plan.changes
+            if s in SERVICE_VARIABLES and s not in rolling and s in state.wanted
+        ]
+        if starting and rolling:
+            with events.step(f"start {', '.join(starting)}"):
+                up(runner, stack, env, starting, wait_timeout, no_deps=True)
+        for service in rolling:
+            with events.step(f"roll {service} ({plan.changes[service]})"):
+                summary = roll(
+                    runner,
+                    stack,
+                    env,
+                    service,
+                    wait_timeout,
+                    reload_proxy=lambda: reload_nginx(runner, stack, env),
+                    explain=lambda name: localstack.explain_container(runner, name),
+                )
+                events.info(f"  {summary}")
         with events.step(f"converge {len(changes)} service(s)"):
             up(runner, stack, env, (), wait_timeout)
         # A recreated upstream container has a new address: nginx must load the names anew.
@@ -338,6 +382,11 @@ def converge_local(
                 recreate_nginx(runner, stack, env, wait_timeout)
             elif nginx_action == "reload" or upstream_moved:
                 reload_nginx(runner, stack, env)
+    except RolloutFailed as exc:
+        # Roll back: the previous environment file again (the old containers never stopped).
+        if previous_env is not None and not runner.dry_run:
+            write_private(services_env_file(config), previous_env)
+        failure = exc
     except CommandFailed as exc:
         failure = exc
     if not runner.dry_run:
@@ -347,6 +396,14 @@ def converge_local(
         with events.step("smoke tests through nginx over HTTPS"):
             results = asyncio.run(run_smoke(smoke_target(config, stack, env, paths)))
     return DeployOutcome(changes, state, results, failure)
+
+
+def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:
+    """Changed services whose current containers are all running and healthy: those can be
+    replaced beside themselves. A service that is down or new has nothing to keep serving."""
+    running = {c.service for c in state.containers}
+    broken = {c.service for c in state.containers if not c.ok}
+    return [s for s in ROLLING_SERVICES if s in changes and s in running and s not in broken]
 
 
 def current_env(config: Config) -> dict[str, str]:

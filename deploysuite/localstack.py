@@ -171,33 +171,30 @@ def unhealthy(state: StackState) -> list[str]:
     return sorted(bad)
 
 
-def diagnose(runner: Runner, stack: Stack, env: Mapping[str, str], state: StackState) -> list[str]:
-    """For each unhealthy service: its last healthcheck output and last log lines, masked."""
+def explain_container(runner: Runner, name: str, tail: int = 15) -> list[str]:
+    """A container's last healthcheck output and last log lines, masked."""
+    health = runner.run(
+        Command(("docker", "inspect", "--format", "{{json .State.Health}}", name), mutates=False),
+        check=False,
+    ).stdout.strip()
+    lines = []
+    if health and health != "null":
+        log = json.loads(health).get("Log") or []
+        if log:
+            output = log[-1].get("Output", "").strip()[:300]
+            lines.append(f"  last healthcheck of {name}: exit {log[-1].get('ExitCode')}: {output}")
+    logs = runner.run(
+        Command(("docker", "logs", "--tail", str(tail), name), mutates=False), check=False
+    )
+    lines += [f"  | {line}" for line in (logs.stdout + logs.stderr).splitlines()[-tail:]]
+    return [runner.masker(line) for line in lines]
+
+
+def diagnose(runner: Runner, state: StackState) -> list[str]:
+    """For each unhealthy container: its state, failing healthcheck and log tail."""
     lines: list[str] = []
     for c in state.containers:
-        if c.ok:
-            continue
-        health = runner.run(
-            Command(
-                ("docker", "inspect", "--format", "{{json .State.Health}}", c.name), mutates=False
-            ),
-            check=False,
-        ).stdout.strip()
-        probe = ""
-        if health and health != "null":
-            log = json.loads(health).get("Log") or []
-            if log:
-                probe = f"exit {log[-1].get('ExitCode')}: {log[-1].get('Output', '').strip()[:300]}"
-        lines.append(f"{c.service}: state {c.state}, health {c.health or '-'}")
-        if probe:
-            lines.append(f"  last healthcheck: {probe}")
-        logs = runner.run(
-            Command(
-                commands.compose_logs(stack.project, stack.files, [c.service], tail=15),
-                env=env,
-                mutates=False,
-            ),
-            check=False,
-        )
-        lines += [f"  | {line}" for line in logs.stdout.splitlines()[-15:]]
-    return [runner.masker(line) for line in lines]
+        if not c.ok:
+            lines.append(f"{c.service}: state {c.state}, health {c.health or '-'}")
+            lines += explain_container(runner, c.name)
+    return lines

@@ -87,7 +87,7 @@ def report_unhealthy(s: Session, stack: Stack, compose_env, state, env: str) -> 
     bad = localstack.unhealthy(state)
     if not bad:
         return
-    for line in localstack.diagnose(s.runner, stack, compose_env, state):
+    for line in localstack.diagnose(s.runner, state):
         s.events.info(line)
     raise SuiteError(f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}")
 

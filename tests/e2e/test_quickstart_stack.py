@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,86 @@ def test_sslyze_reports_mozilla_intermediate_compliance(stack):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert f"localhost:{stack.https}: OK - Compliant." in result.stdout, result.stdout[-3000:]
+
+
+class Load:
+    """Bounded load through nginx while a deploy runs: a few requests at a time to several
+    services, every answer counted. Stops by itself after `seconds`."""
+
+    PATHS = ("/health/auth", "/health/chat", "/api/billing/plans", "/health/analytics",
+             "/health/orchestrator", "/api/analytics/counts?name=load")  # fmt: skip
+
+    def __init__(self, stack, seconds: float = 240) -> None:
+        import ssl
+        import threading
+
+        self.url = f"https://127.0.0.1:{stack.https}"
+        self.context = ssl.create_default_context(cafile=str(stack.build_dir / "tls" / "ca.pem"))
+        self.context.check_hostname = False
+        self.deadline = time.monotonic() + seconds
+        self.stop_event = threading.Event()
+        self.results: list[tuple[str, int | str]] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        index = 0
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            path = self.PATHS[index % len(self.PATHS)]
+            index += 1
+            try:
+                with urllib.request.urlopen(self.url + path, context=self.context, timeout=10) as r:
+                    self.results.append((path, r.status))
+            except urllib.error.HTTPError as exc:
+                self.results.append((path, exc.code))
+            except OSError as exc:
+                self.results.append((path, type(exc).__name__))
+            time.sleep(0.05)  # about 20 requests a second
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+    @property
+    def failures(self) -> list[tuple[str, int | str]]:
+        return [(p, s) for p, s in self.results if s != 200]
+
+
+def test_rolling_deploy_drops_no_request(stack):
+    with Load(stack) as load:
+        time.sleep(1)
+        result = stack.inv("deploy", "--env=local", "--no-smoke", "--set", "LOG_LEVEL=WARNING")
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for service in ("auth", "chat", "billing", "analytics", "orchestrator", "email-worker"):
+        assert f"roll {service} (configuration changed)" in result.stderr
+    assert len(load.results) > 100
+    assert load.failures == []
+
+
+def test_broken_release_rolls_back_while_the_old_version_serves(stack):
+    before = stack.containers()["auth"]
+    with Load(stack) as load:
+        broken = stack.inv(
+            "deploy", "--env=local", "--no-smoke", "--wait-timeout", "120",
+            "--set", "AUTH_DB_NAME=no_such_database",  # the new auth can never become ready
+            "--set", "LOG_LEVEL=WARNING",  # as deployed by the test before
+        )  # fmt: skip
+    assert broken.returncode == 9, broken.stderr[-3000:]
+    last = broken.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: auth: the new container did not become healthy")
+    assert "the old one kept serving" in last
+    assert "last healthcheck of" in broken.stderr  # the failing check is shown
+    assert stack.containers()["auth"] == before  # the old container is still the one
+    assert load.failures == [] and len(load.results) > 50
+    again = stack.inv("deploy", "--env=local", "--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
 
 
 def test_a_stopped_service_is_named_by_smoke_and_status(stack):
