@@ -241,7 +241,7 @@ def test_a_stopped_service_is_named_by_smoke_and_status(stack):
     status = stack.inv("status", "--env=local")
     assert status.returncode != 0
     assert "not healthy: billing" in status.stderr
-    restored = stack.inv("deploy", "--env=local", "--json")
+    restored = stack.inv("deploy", "--env=local", "--json", "--set", "LOG_LEVEL=WARNING")
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
 
