@@ -272,18 +272,18 @@ class DeployOutcome:
 
 
 def deploy_local(
-    s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True
+    s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, rolling: bool = True
 ) -> DeployOutcome:
     """render -> build -> migrate -> up -> wait -> smoke, on this machine's engine.
 
     A no-op (same images, same configuration, same nginx files) changes nothing and says so.
     """
     with tempfile.TemporaryDirectory(prefix="deploy-plan-") as scratch:
-        return converge_local(s, Path(scratch), wait_timeout, run_smoke_checks)
+        return converge_local(s, Path(scratch), wait_timeout, run_smoke_checks, rolling)
 
 
 def converge_local(
-    s: Session, scratch: Path, wait_timeout: int, run_smoke_checks: bool
+    s: Session, scratch: Path, wait_timeout: int, run_smoke_checks: bool, rolling: bool
 ) -> DeployOutcome:
     config, events, runner = s.config, s.events, s.runner
     paths = deploy_paths(config)
@@ -352,16 +352,16 @@ def converge_local(
         # cannot reload while an upstream name does not resolve). Services that run and change
         # are then replaced beside their old container, one at a time, so no request is
         # dropped; compose finally brings up whatever is left to do (nginx, data stores).
-        rolling = rolling_candidates(state, plan.changes)
+        to_roll = rolling_candidates(state, plan.changes) if rolling else []
         starting = [
             s
             for s in plan.changes
-            if s in SERVICE_VARIABLES and s not in rolling and s in state.wanted
+            if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
         ]
-        if starting and rolling:
+        if starting and to_roll:
             with events.step(f"start {', '.join(starting)}"):
                 up(runner, stack, env, starting, wait_timeout, no_deps=True)
-        for service in rolling:
+        for service in to_roll:
             with events.step(f"roll {service} ({plan.changes[service]})"):
                 summary = roll(
                     runner,

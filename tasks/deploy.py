@@ -30,6 +30,8 @@ def remote_not_there_yet(env: str) -> SuiteError:
     help={
         "wait_timeout": "Seconds to wait for every service to become healthy.",
         "smoke": "Run the smoke tests after a change (default on; --no-smoke skips them).",
+        "roll": "Replace running services beside their old container, without dropping a "
+        "request (default on; --no-roll recreates them in place, faster, with a gap).",
     },
 )
 def deploy(
@@ -41,12 +43,13 @@ def deploy(
     set_=None,
     wait_timeout=300,
     smoke=True,
+    roll=True,
 ):
     """Deploy an environment: render, build, migrate, roll, wait for health, smoke-test."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     if env != "local":
         raise remote_not_there_yet(env)
-    outcome = deploy_local(s, wait_timeout=wait_timeout, run_smoke_checks=smoke)
+    outcome = deploy_local(s, wait_timeout=wait_timeout, run_smoke_checks=smoke, rolling=roll)
     stack = stack_for(s.config)
     if outcome.smoke and not json:
         s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
