@@ -137,14 +137,6 @@ def compose_config_hashes(
     return compose(project, files, "config", "--hash", "*", profiles=profiles)
 
 
-def compose_config_quiet(project: str, files: Sequence[Path], profiles: Sequence[str] = ()) -> Argv:
-    return compose(project, files, "config", "--quiet", profiles=profiles)
-
-
-def compose_services(project: str, files: Sequence[Path], profiles: Sequence[str] = ()) -> Argv:
-    return compose(project, files, "config", "--services", profiles=profiles)
-
-
 def compose_logs(
     project: str,
     files: Sequence[Path],

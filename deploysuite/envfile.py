@@ -176,12 +176,3 @@ def parse_schema(text: str, path: Path = Path(".env.example")) -> dict[str, VarS
         )
         comments = []
     return specs
-
-
-def render_env_lines(values: dict[str, str]) -> str:
-    """Env-file text for values; values are single-quoted when they hold anything but safe chars."""
-    out = []
-    for key, value in values.items():
-        safe = re.fullmatch(r"[A-Za-z0-9_./:@+,=-]*", value) is not None
-        out.append(f"{key}={value}" if safe else "{}='{}'".format(key, value.replace("'", "\\'")))
-    return "\n".join(out) + ("\n" if out else "")

@@ -27,7 +27,6 @@ def test_compose_queries():
     base = ("docker", "compose", "--project-name", "p", "--file", str(FILES[0]))
     assert commands.compose_ps("p", FILES) == (*base, "ps", "--all", "--format", "json")
     assert commands.compose_config_hashes("p", FILES) == (*base, "config", "--hash", "*")
-    assert commands.compose_config_quiet("p", FILES) == (*base, "config", "--quiet")
     assert commands.compose_logs("p", FILES, ["chat"], follow=True, tail=5) == (
         *base, "logs", "--no-color", "--tail", "5", "--follow", "chat",
     )  # fmt: skip

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.envfile import parse_env_text, parse_schema, render_env_lines
+from deploysuite.envfile import parse_env_text, parse_schema
 from deploysuite.errors import ConfigError
 
 SCHEMA = """\
@@ -64,9 +64,3 @@ def test_env_text_collects_malformed_lines_with_numbers():
         ("x.env:4", "no '=' after the key"),
         ("x.env:5", "keys are UPPER_SNAKE_CASE ([A-Z][A-Z0-9_]*)"),
     ]
-
-
-def test_render_round_trips_through_the_parser():
-    values = {"PLAIN": "abc-123_./:", "SPACED": "a b", "QUOTE": "it's"}
-    parsed = parse_env_text(render_env_lines(values), Path("r.env"))
-    assert {e.key: e.value for e in parsed.entries} == values
