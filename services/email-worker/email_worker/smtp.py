@@ -4,47 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import smtplib
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
 
 from email_worker.settings import SmtpSettings
-from saaschat.validation import normalize_email
-
-
-class InvalidJob(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class EmailJob:
-    job_id: str
-    to: str
-    subject: str
-    body: str
-
-
-def parse_job(raw: bytes) -> EmailJob:
-    try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidJob("message body is not JSON") from None
-    if not isinstance(data, dict) or data.get("type") != "email":
-        raise InvalidJob('message is not an object of type "email"')
-    job_id, to = data.get("job_id"), normalize_email(data.get("to"))
-    subject, body = data.get("subject"), data.get("body")
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 64 or not job_id.isprintable():
-        raise InvalidJob("job_id missing")
-    if to is None:
-        raise InvalidJob("to is not an email address")
-    if not isinstance(subject, str) or "\n" in subject or "\r" in subject:
-        raise InvalidJob("subject must be a single-line string")
-    if not isinstance(body, str):
-        raise InvalidJob("body must be a string")
-    return EmailJob(job_id, to, subject, body)
+from saaschat.jobs import EmailJob
 
 
 def build_email(job: EmailJob, sender: str) -> EmailMessage:

@@ -22,9 +22,11 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from email_worker.retry import DEAD_LETTER, attempt_of, decide
 from email_worker.settings import RetrySettings
-from email_worker.smtp import InvalidJob, build_email, is_permanent, parse_job
+from email_worker.smtp import build_email, is_permanent
 from saaschat.amqp import ATTEMPT_HEADER, EMAIL_DLQ, EMAIL_QUEUE, EMAIL_RETRY_QUEUE
 from saaschat.breaker import CircuitBreaker, CircuitOpenError
+from saaschat.jobs import InvalidJob
+from saaschat.jobs import decode_job as parse_job
 from saaschat.metrics import Registry
 
 log = logging.getLogger("email_worker")

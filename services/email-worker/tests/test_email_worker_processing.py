@@ -4,10 +4,12 @@ import smtplib
 import pytest
 
 from email_worker.settings import RetrySettings, load_settings, load_smtp
-from email_worker.smtp import InvalidJob, build_email, is_permanent, parse_job
+from email_worker.smtp import build_email, is_permanent
 from email_worker.worker import EmailProcessor
 from saaschat.breaker import CircuitBreaker
 from saaschat.config import ConfigError
+from saaschat.jobs import InvalidJob
+from saaschat.jobs import decode_job as parse_job
 from saaschat.metrics import Registry
 
 JOB = {"job_id": "j1", "type": "email", "to": "eve@example.com", "subject": "Hi", "body": "Body"}
