@@ -13,19 +13,26 @@ from deploysuite.images import BASE_IMAGES, base_image_ref
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_task(*args: str, timeout: int = 2400) -> None:
+    """Run an `inv` task of the suite the way a user does; fail the test with its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"inv {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+
+
 @pytest.fixture(scope="session")
 def base_images() -> dict[str, str]:
     """The base images as ``{name: image_ref}``, made by the suite's own `inv images.bootstrap`
     (a no-op when every image matches its recipe)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(REPO), "images.bootstrap"],
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"inv images.bootstrap failed:\n{result.stdout}\n{result.stderr[-4000:]}")
+    run_task("images.bootstrap")
     return {name: base_image_ref(name) for name in BASE_IMAGES}
 
 

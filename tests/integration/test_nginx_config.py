@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from deploysuite.images import base_image_ref
 from deploysuite.nginx import (
@@ -62,12 +63,6 @@ def must(argv: Sequence[str]) -> str:
     result = run(argv)
     assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stderr}"
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render_to(

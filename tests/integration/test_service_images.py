@@ -19,8 +19,6 @@ import http.client
 import json
 import re
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from typing import Any, TypeVar
 
 import docker.errors
 import pytest
+from conftest import run_task
 from docker.models.containers import Container
 
 from deploysuite.service_build import images_file
@@ -404,15 +403,7 @@ class Stack:
 def service_images() -> dict[str, str]:
     """The service images as ``{service: image_ref}``, made by `inv images.build` (no-op when
     every image matches its source) and read from the images file of the repository."""
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(REPO), "images.build"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"inv images.build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    run_task("images.build", timeout=1800)
     built = json.loads(images_file(REPO, "mysaaschat").read_text(encoding="utf-8"))
     refs = {name: entry["ref"] for name, entry in built.items()}
     missing = ALL_IMAGES - refs.keys()
