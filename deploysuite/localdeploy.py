@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import secrets
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from deploysuite.compose import COMPOSE_FILE, Stack, build_dir, services_env_fil
 from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
 from deploysuite.errors import ChecksFailed, CommandFailed
+from deploysuite.events import Events
 from deploysuite.files import write_private
 from deploysuite.nginx import (
     NginxSettings,
@@ -87,6 +87,18 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
     env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
     env.setdefault("TLS_DIR", str(paths.tls_dir))
     return env
+
+
+def require_valid_config(config: Config, events: Events) -> None:
+    """env.check's errors, all of them, before anything changes."""
+    problems = [p for p in check_config(config) if p.severity == "error"]
+    if problems:
+        for problem in problems:
+            events.info(f"  {problem.key}: {problem.message} ({problem.location})")
+        raise ChecksFailed(
+            f"environment '{config.env}' has {len(problems)} configuration problem(s)",
+            f"inv env.check --env={config.env}",
+        )
 
 
 def write_service_envs(runner: Runner, config: Config, scratch: Path) -> Path:
@@ -226,8 +238,9 @@ def recreate_nginx(runner: Runner, stack: Stack, env: Mapping[str, str], wait_ti
     runner.run(Command(argv, env=env, timeout=wait_timeout + 60))
 
 
-def mail_reader(stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
-    """Reads the local mail sink's messages from inside its container (it publishes no port)."""
+def mail_reader(runner: Runner, stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """Reads the mail sink's messages from inside its container (it publishes no port), on the
+    runner's host."""
     script = (
         "import sys, urllib.parse, urllib.request;"
         "print(urllib.request.urlopen('http://127.0.0.1:8025/messages?to='"
@@ -239,27 +252,31 @@ def mail_reader(stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untype
             stack.project, stack.files, "exec", "-T", "mailsink", "python3", "-c", script, to,
             profiles=stack.profiles,
         )  # fmt: skip
-        proc = await asyncio.to_thread(
-            subprocess.run, argv, capture_output=True, text=True, env=env, timeout=30
-        )
-        if proc.returncode != 0:
+        command = Command(argv, env=env, mutates=False, timeout=30)
+        result = await asyncio.to_thread(runner.run, command, check=False)
+        if not result.ok:
             return []
-        return list(json.loads(proc.stdout).get("messages", []))
+        return list(json.loads(result.stdout).get("messages", []))
 
     return read
 
 
+def uses_local_ca(config: Config) -> bool:
+    return config.env == "local" or config.get("TLS_SOURCE") == "local-ca"
+
+
 def smoke_target(
-    config: Config, stack: Stack, env: Mapping[str, str], paths: DeployPaths
+    runner: Runner, config: Config, stack: Stack, env: Mapping[str, str], paths: DeployPaths
 ) -> SmokeTarget:
-    local = config.env == "local"
+    """`runner` runs on the stack's host (the mail sink is read from inside its container)."""
+    local_ca = uses_local_ca(config)
     return SmokeTarget(
         public_url=config.require("PUBLIC_URL"),
         http_port=int(config.get("HTTP_PORT") or 80),
-        ca_file=paths.tls_dir / tls.CA_CERT if local else None,
+        ca_file=paths.tls_dir / tls.CA_CERT if local_ca else None,
         webhook_secret=config.require("BILLING_WEBHOOK_SECRET"),
-        mail_reader=mail_reader(stack, env) if "local-mail" in stack.profiles else None,
-        connect_host=config.get("PUBLIC_BIND") if local else None,
+        mail_reader=mail_reader(runner, stack, env) if "local-mail" in stack.profiles else None,
+        connect_host=config.get("PUBLIC_BIND") if local_ca else None,
     )
 
 
@@ -288,14 +305,7 @@ def converge_local(
     config, events, runner = s.config, s.events, s.runner
     paths = deploy_paths(config)
     version = localstack.engine_version(runner)
-    problems = [p for p in check_config(config) if p.severity == "error"]
-    if problems:
-        for problem in problems:
-            events.info(f"  {problem.key}: {problem.message} ({problem.location})")
-        raise ChecksFailed(
-            f"environment '{config.env}' has {len(problems)} configuration problem(s)",
-            f"inv env.check --env={config.env}",
-        )
+    require_valid_config(config, events)
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):
@@ -348,33 +358,7 @@ def converge_local(
             with events.step(f"migrations of {', '.join(to_migrate)}"):
                 for service in to_migrate:
                     events.info(f"  {service}: {migrate(runner, stack, env, service)}")
-        # Services that are down or new have no traffic to protect: start them first (nginx
-        # cannot reload while an upstream name does not resolve). Services that run and change
-        # are then replaced beside their old container, one at a time, so no request is
-        # dropped; compose finally brings up whatever is left to do (nginx, data stores).
-        to_roll = rolling_candidates(state, plan.changes) if rolling else []
-        starting = [
-            s
-            for s in plan.changes
-            if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
-        ]
-        if starting and to_roll:
-            with events.step(f"start {', '.join(starting)}"):
-                up(runner, stack, env, starting, wait_timeout, no_deps=True)
-        for service in to_roll:
-            with events.step(f"roll {service} ({plan.changes[service]})"):
-                summary = roll(
-                    runner,
-                    stack,
-                    env,
-                    service,
-                    wait_timeout,
-                    reload_proxy=lambda: reload_nginx(runner, stack, env),
-                    explain=lambda name: localstack.explain_container(runner, name),
-                )
-                events.info(f"  {summary}")
-        with events.step(f"converge {len(changes)} service(s)"):
-            up(runner, stack, env, (), wait_timeout)
+        apply_changes(runner, stack, env, state, plan.changes, wait_timeout, rolling)
         # A recreated upstream container has a new address: nginx must load the names anew.
         upstream_moved = any(name in plan.changes for name in HTTP_SERVICES)
         if "nginx" not in plan.changes:
@@ -394,8 +378,46 @@ def converge_local(
     results: list[CheckResult] = []
     if failure is None and run_smoke_checks and not runner.dry_run:
         with events.step("smoke tests through nginx over HTTPS"):
-            results = asyncio.run(run_smoke(smoke_target(config, stack, env, paths)))
+            results = asyncio.run(run_smoke(smoke_target(runner, config, stack, env, paths)))
     return DeployOutcome(changes, state, results, failure)
+
+
+def apply_changes(
+    runner: Runner,
+    stack: Stack,
+    env: Mapping[str, str],
+    state: localstack.StackState,
+    changes: Mapping[str, str],
+    wait_timeout: int,
+    rolling: bool,
+) -> None:
+    """Bring the planned changes about. Services that are down or new have no traffic to
+    protect: they start first (nginx cannot reload while an upstream name does not resolve).
+    Services that run and change are then replaced beside their old container, one at a time,
+    so no request is dropped; compose finally brings up whatever is left (nginx, data stores).
+    Raises RolloutFailed or CommandFailed; nginx is reloaded by the caller afterwards."""
+    events = runner.events
+    to_roll = rolling_candidates(state, changes) if rolling else []
+    starting = [
+        s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
+    ]
+    if starting and to_roll:
+        with events.step(f"start {', '.join(starting)}"):
+            up(runner, stack, env, starting, wait_timeout, no_deps=True)
+    for service in to_roll:
+        with events.step(f"roll {service} ({changes[service]})"):
+            summary = roll(
+                runner,
+                stack,
+                env,
+                service,
+                wait_timeout,
+                reload_proxy=lambda: reload_nginx(runner, stack, env),
+                explain=lambda name: localstack.explain_container(runner, name),
+            )
+            events.info(f"  {summary}")
+    with events.step(f"converge {len(changes)} service(s)"):
+        up(runner, stack, env, (), wait_timeout)
 
 
 def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:

@@ -64,9 +64,22 @@ def read(runner: Runner, stack: Stack, env: Mapping[str, str]) -> StackState:
         for ref in set(images.values())
         if with_tag(ref) in listing.result()
     }
+    image_ids.update(digest_image_ids(runner, [r for r in images.values() if "@" in r]))
     return StackState(
         parse_config_hashes(hashes.result()), tuple(parse_ps(ps.result())), images, image_ids
     )
+
+
+def digest_image_ids(runner: Runner, refs: list[str]) -> dict[str, str]:
+    """Image ids of `repo@sha256:...` references (a tag listing does not show them); a
+    reference not pulled yet is left out."""
+    out = {}
+    for ref in sorted(set(refs)):
+        argv = ("docker", "image", "inspect", "--format", "{{.Id}}", ref)
+        result = runner.run(Command(argv, mutates=False), check=False)
+        if result.ok and result.stdout.strip():
+            out[ref] = result.stdout.strip()
+    return out
 
 
 def refresh(runner: Runner, stack: Stack, env: Mapping[str, str], state: StackState) -> StackState:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploysuite.config import Config
 from deploysuite.errors import ConfigError
 from deploysuite.ssh import Host, SshConnection, parse_hosts
 
 
 def hosts_for(config: Config) -> list[Host]:
-    path = config.paths.env_dir / "hosts.yml"
+    custom = config.get("DEPLOY_HOSTS_FILE")
+    path = Path(custom).expanduser() if custom else config.paths.env_dir / "hosts.yml"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -20,7 +23,7 @@ def hosts_for(config: Config) -> list[Host]:
         "DEPLOY_SSH_KEY": config.get("DEPLOY_SSH_KEY") or "",
         "DEPLOY_SSH_USER": config.get("DEPLOY_SSH_USER") or "",
     }
-    return parse_hosts(text, config.paths.env_dir, {k: v for k, v in overrides.items() if v})
+    return parse_hosts(text, path.parent, {k: v for k, v in overrides.items() if v})
 
 
 def lock_host_connection(config: Config) -> SshConnection:

@@ -14,11 +14,15 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from deploysuite.errors import CommandFailed, SuiteError
 from deploysuite.events import Events
 from deploysuite.masking import Masker
+
+if TYPE_CHECKING:
+    from deploysuite.ssh import SshConnection
 
 STDERR_TAIL_LINES = 40
 
@@ -77,10 +81,55 @@ def local_environ(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, events: Events, masker: Masker | None = None, dry_run: bool = False):
+    """Runs commands on this machine, or on a host through its SSH connection (`on(conn)`)."""
+
+    def __init__(
+        self,
+        events: Events,
+        masker: Masker | None = None,
+        dry_run: bool = False,
+        transport: SshConnection | None = None,
+    ):
         self.events = events
         self.masker = masker or Masker()
         self.dry_run = dry_run
+        self.transport = transport
+
+    @property
+    def host(self) -> str:
+        return self.transport.host.name if self.transport else "local"
+
+    def on(self, transport: SshConnection) -> Runner:
+        """The same runner (events, masking, --dry-run), executing on the connection's host."""
+        return Runner(self.events, self.masker, self.dry_run, transport)
+
+    def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
+        """Write a file on the runner's host, created with `mode` before any byte lands in it."""
+        self.events.command(
+            f"[{self.host}] write {path} (mode {mode:04o}, {len(data)} bytes)", run=not self.dry_run
+        )
+        if self.dry_run:
+            return
+        if self.transport is None:
+            raise SuiteError("put() writes on a host: use files.write_private locally")
+        self.transport.put(data, path, mode)
+
+    def _remote(self, command: Command) -> tuple[int, str, str]:
+        if command.env:
+            # An `env K=V` prefix shows in the host's process list: secrets go as files.
+            raise SuiteError(
+                f"refusing to send environment variables over SSH for {command.argv[0]}",
+                "write them to a 0600 file on the host (Runner.put) and point the command at it",
+            )
+        assert self.transport is not None
+        try:
+            return self.transport.run(
+                command.argv, stdin=command.input, timeout=command.timeout, cwd=command.cwd
+            )
+        except TimeoutError:
+            raise CommandFailed(
+                self.masker.argv(command.argv), -1, f"timed out after {command.timeout}s"
+            ) from None
 
     def run(
         self,
@@ -91,8 +140,8 @@ class Runner:
         fix: str | None = None,
     ) -> Result:
         """Run one command. on_line receives each masked output line as it arrives (progress)."""
-        if command.host != "local":
-            raise SuiteError(f"no transport for host {command.host!r} yet", "use --env=local")
+        if command.host != self.host:
+            command = replace(command, host=self.host)
         self.events.command(
             command.display(self.masker), run=not (self.dry_run and command.mutates)
         )
@@ -100,7 +149,11 @@ class Runner:
             return Result(command.argv, 0, "", "", dry_run=True)
         started = time.monotonic()
         try:
-            if on_line is None:
+            if self.transport is not None:
+                code, stdout, stderr = self._remote(command)
+                for line in self.masker(stdout + stderr).splitlines() if on_line else ():
+                    on_line(line)
+            elif on_line is None:
                 proc = subprocess.run(
                     command.argv,
                     input=command.input,
@@ -155,6 +208,8 @@ class Runner:
 
     def run_pipeline(self, pipeline: Pipeline, *, fix: str | None = None) -> Result:
         """Run stages connected by pipes; any stage failing fails the whole (pipefail)."""
+        if self.transport is not None:
+            raise SuiteError("pipelines run on this machine only", "run it with a local runner")
         self.events.command(
             pipeline.display(self.masker), run=not (self.dry_run and pipeline.mutates)
         )

@@ -176,6 +176,7 @@ class SshConnection:
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
         timeout: float | None = None,
+        cwd: str | None = None,
     ) -> tuple[int, str, str]:
         """Exit code, stdout, stderr. `env` is for non-secret values only: an `env K=V` prefix
         is visible in the host's process list while the command runs. Secrets travel as files
@@ -184,6 +185,8 @@ class SshConnection:
         if env:
             prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             command = f"env {prefix} {command}"
+        if cwd:
+            command = f"cd {shlex.quote(cwd)} && {command}"
         stdin_file, stdout, stderr = self.client.exec_command(command, timeout=timeout)
         if stdin is not None:
             stdin_file.write(stdin)

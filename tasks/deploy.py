@@ -8,9 +8,20 @@ from invoke import Collection
 
 from deploysuite import commands, localstack
 from deploysuite.cli import Session, confirm, session, task
-from deploysuite.compose import Stack, stack_for
+from deploysuite.compose import stack_for
 from deploysuite.errors import ChecksFailed, SuiteError
 from deploysuite.localdeploy import current_env, deploy_local, deploy_paths, smoke_target
+from deploysuite.remotedeploy import (
+    RemoteOutcome,
+    connect,
+    deploy_remote,
+    failure_exit,
+    read_audit,
+    read_releases,
+    releases_rows,
+    rollback_remote,
+    smoke,
+)
 from deploysuite.runner import Command
 from deploysuite.smoke import CheckResult, run_smoke
 
@@ -18,11 +29,16 @@ COLUMNS = ["service", "image", "state", "health", "url"]
 SMOKE_COLUMNS = ["check", "result", "detail", "ms"]
 
 
-def remote_not_there_yet(env: str) -> SuiteError:
+def local_only(env: str, what: str) -> SuiteError:
     return SuiteError(
-        f"deploying '{env}' needs the remote deploy over SSH, which this version does not have",
-        "deploy the local environment: inv deploy --env=local",
+        f"{what} works on the local environment only, not on '{env}'",
+        f"inv status --env={env} and inv logs --env={env} read a remote environment",
     )
+
+
+def confirm_production(s: Session, action: str, yes: bool) -> None:
+    if s.config.env == "production" and not s.runner.dry_run:
+        confirm(f"{action} on production", "production", yes=yes)
 
 
 @task(
@@ -32,6 +48,8 @@ def remote_not_there_yet(env: str) -> SuiteError:
         "smoke": "Run the smoke tests after a change (default on; --no-smoke skips them).",
         "roll": "Replace running services beside their old container, without dropping a "
         "request (default on; --no-roll recreates them in place, faster, with a gap).",
+        "lock_wait": "Remote environments: wait up to this many seconds for another deploy's "
+        "lock instead of refusing at once.",
     },
 )
 def deploy(
@@ -44,11 +62,22 @@ def deploy(
     wait_timeout=300,
     smoke=True,
     roll=True,
+    lock_wait=0,
+    yes=False,
 ):
-    """Deploy an environment: render, build, migrate, roll, wait for health, smoke-test."""
+    """Deploy an environment: build, ship, migrate, roll, smoke-test; roll back on failure.
+
+    local: this machine's engine. staging, production: the hosts of environments/<env>/hosts.yml
+    over SSH, as a release kept under $DEPLOY_ROOT/<env>/releases (see inv releases)."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     if env != "local":
-        raise remote_not_there_yet(env)
+        confirm_production(s, "deploy", yes)
+        remote = deploy_remote(
+            s, wait_timeout=wait_timeout, run_smoke_checks=smoke, rolling=roll,
+            lock_wait=float(lock_wait),
+        )  # fmt: skip
+        report_remote(s, remote, "deploy")
+        return
     outcome = deploy_local(s, wait_timeout=wait_timeout, run_smoke_checks=smoke, rolling=roll)
     stack = stack_for(s.config)
     if outcome.smoke and not json:
@@ -66,10 +95,37 @@ def deploy(
     )
     if dry_run:
         return
-    report_unhealthy(s, stack, current_env(s.config), outcome.state, env)
+    report_unhealthy(s, outcome.state, env)
     if outcome.failure is not None:
         raise outcome.failure
     fail_on_smoke(outcome.smoke, env)
+
+
+def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
+    """Smoke table, then the summary; the failure (if any) ends the run non-zero."""
+    if outcome.smoke and not s.events.json_mode:
+        s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
+    rows = [{"service": k, "change": v} for k, v in outcome.changes.items()]
+    s.events.result(
+        rows,
+        ["service", "change"],
+        title=f"{action} of '{s.config.env}': release {outcome.release} {outcome.outcome}"
+        + (f" (previous: {outcome.previous})" if outcome.previous else ""),
+        extra={
+            "env": s.config.env,
+            "action": action,
+            "release": outcome.release,
+            "outcome": outcome.outcome,
+            "previous": outcome.previous,
+            "changed": outcome.changes,
+            "preflight": outcome.preflight,
+            "smoke": [r.as_row() for r in outcome.smoke],
+            "dry_run": s.runner.dry_run,
+        },
+    )
+    failure = failure_exit(outcome)
+    if failure is not None:
+        raise failure
 
 
 def public_url(s: Session) -> str:
@@ -85,7 +141,7 @@ def fail_on_smoke(results: list[CheckResult], env: str) -> None:
         )
 
 
-def report_unhealthy(s: Session, stack: Stack, compose_env, state, env: str) -> None:
+def report_unhealthy(s: Session, state: localstack.StackState, env: str) -> None:
     """Name each unhealthy service with its failing check and last log lines, then fail."""
     bad = localstack.unhealthy(state)
     if not bad:
@@ -95,20 +151,27 @@ def report_unhealthy(s: Session, stack: Stack, compose_env, state, env: str) -> 
     raise SuiteError(f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}")
 
 
-@task(iterable=["set_"])
-def smoke(c, env="local", json=False, verbose=False, set_=None):
+@task(name="smoke", iterable=["set_"])
+def smoke_task(c, env="local", json=False, verbose=False, set_=None):
     """Smoke-test an environment through nginx over HTTPS: health, user journey, edge rules."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
-    if env != "local":
-        raise remote_not_there_yet(env)
-    stack = stack_for(s.config)
-    target = smoke_target(s.config, stack, current_env(s.config), deploy_paths(s.config))
-    results = asyncio.run(run_smoke(target))
+    if env == "local":
+        stack = stack_for(s.config)
+        target = smoke_target(
+            s.runner, s.config, stack, current_env(s.config), deploy_paths(s.config)
+        )
+        results = asyncio.run(run_smoke(target))
+    else:
+        with connect(s) as t:
+            _, current = read_releases(t)
+            if current is None:
+                raise SuiteError(f"'{env}' has no live release yet", f"inv deploy --env={env}")
+            results = smoke(t, current)
     failed = sum(not r.ok for r in results)
     s.events.result(
         [r.as_row() for r in results],
         SMOKE_COLUMNS,
-        title=f"smoke tests of '{env}' at {target.public_url}: "
+        title=f"smoke tests of '{env}' at {public_url(s)}: "
         f"{len(results) - failed} passed, {failed} failed",
         extra={"env": env, "passed": len(results) - failed, "failed": failed},
     )
@@ -119,14 +182,24 @@ def smoke(c, env="local", json=False, verbose=False, set_=None):
 def status(c, env="local", json=False, verbose=False, set_=None):
     """Show every service's state and health; exits non-zero naming those not healthy."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    if env != "local":
+        with connect(s) as t:
+            _, current = read_releases(t)
+            if current is None:
+                raise SuiteError(f"'{env}' has no live release yet", f"inv deploy --env={env}")
+            state = localstack.read(t.runner, t.stack(current), {})
+            title = f"environment '{env}' on {t.conn.host.name}, release {current}:"
+            s.events.result(localstack.status_rows(state), COLUMNS, title=title,
+                            extra={"env": env, "release": current})  # fmt: skip
+            report_unhealthy(Session(s.config, s.events, t.runner), state, env)
+        return
     localstack.engine_version(s.runner)
     stack = stack_for(s.config)
-    compose_env = current_env(s.config)
-    state = localstack.read(s.runner, stack, compose_env)
+    state = localstack.read(s.runner, stack, current_env(s.config))
     s.events.result(
         localstack.status_rows(state), COLUMNS, title=f"environment '{env}' ({stack.project}):"
     )
-    report_unhealthy(s, stack, compose_env, state, env)
+    report_unhealthy(s, state, env)
 
 
 @task(
@@ -140,10 +213,18 @@ def status(c, env="local", json=False, verbose=False, set_=None):
 def logs(c, env="local", service="", follow=False, tail=100, set_=None):
     """Print the services' logs (secrets masked)."""
     s = session(env, overrides=set_ or [])
+    services = [service] if service else []
+    if env != "local":
+        if follow:
+            raise SuiteError("--follow works on the local environment only", "drop --follow")
+        with connect(s) as t:
+            _, current = read_releases(t)
+            stack = t.stack(current or "")
+            argv = commands.compose_logs(stack.project, stack.files, services, tail=tail)
+            t.runner.run(Command(argv, mutates=False), on_line=print)
+        return
     stack = stack_for(s.config)
-    argv = commands.compose_logs(
-        stack.project, stack.files, [service] if service else [], follow=follow, tail=tail
-    )
+    argv = commands.compose_logs(stack.project, stack.files, services, follow=follow, tail=tail)
     s.runner.run(Command(argv, env=current_env(s.config), mutates=False), on_line=print)
 
 
@@ -152,7 +233,7 @@ def down(c, env="local", volumes=False, yes=False, dry_run=False, set_=None):
     """Stop and remove the stack's containers and networks (its data only with --volumes)."""
     s = session(env, dry_run=dry_run, overrides=set_ or [])
     if env != "local":
-        raise remote_not_there_yet(env)
+        raise local_only(env, "inv down")
     stack = stack_for(s.config)
     if volumes and not dry_run:
         confirm(f"delete every volume (all data) of {stack.project}", stack.project, yes=yes)
@@ -162,4 +243,63 @@ def down(c, env="local", volumes=False, yes=False, dry_run=False, set_=None):
     s.events.info(f"{stack.project}: removed" + (" with its volumes" if volumes else ""))
 
 
-ns = Collection("deploy", deploy, smoke, status, logs, down)
+@task(
+    iterable=["set_"],
+    help={
+        "to": "Release to return to: its id, a unique prefix of it, or its git SHA (4+ "
+        "characters). Default: the release that was live before the current one.",
+        "lock_wait": "Wait up to this many seconds for another deploy's lock.",
+        "smoke": "Run the smoke tests after the rollback (default on).",
+        "wait_timeout": "Seconds to wait for each replaced service to become healthy.",
+    },
+)
+def rollback(
+    c, env="staging", to="", yes=False, dry_run=False, json=False, verbose=False, set_=None,
+    wait_timeout=300, lock_wait=0, smoke=True,
+):  # fmt: skip
+    """Return every service and nginx to an earlier release, without dropping a request."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    if env == "local":
+        raise SuiteError("the local environment keeps no releases", "inv deploy --env=local")
+
+    def ask(current: str | None, target: str) -> None:
+        s.events.info(f"rollback of '{env}': {current} -> {target}")
+        confirm_production(s, f"roll back to {target}", yes)
+
+    outcome = rollback_remote(
+        s, to or None, wait_timeout=wait_timeout, run_smoke_checks=smoke,
+        lock_wait=float(lock_wait), confirm=ask,
+    )  # fmt: skip
+    report_remote(s, outcome, "rollback")
+
+
+@task(iterable=["set_"])
+def releases(c, env="staging", json=False, verbose=False, set_=None):
+    """List the releases kept on the environment's host; * marks the live one."""
+    s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    with connect(s) as t:
+        found, current = read_releases(t)
+    s.events.result(
+        releases_rows(found, current),
+        ["release", "git", "outcome", "by", "started", "schema"],
+        title=f"releases of '{env}' on {t.conn.host.name} (live: {current or 'none'}):",
+        extra={"env": env, "current": current, "releases": found},
+    )
+
+
+@task(iterable=["set_"], help={"limit": "How many of the newest records to show."})
+def audit(c, env="staging", limit=20, json=False, verbose=False, set_=None):
+    """Show the audit log: every deploy and rollback of the environment, who and when."""
+    s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    with connect(s) as t:
+        records = read_audit(t)[-int(limit) :]
+    columns = ["time", "action", "release", "outcome", "by", "changed", "detail"]
+    rows = [
+        {k: ", ".join(v) if isinstance(v, list) else str(v or "") for k, v in r.items()}
+        for r in records
+    ]
+    s.events.result(rows, columns, title=f"audit log of '{env}' (newest last):",
+                    extra={"env": env, "records": records})  # fmt: skip
+
+
+ns = Collection("deploy", deploy, smoke_task, status, logs, down, rollback, releases, audit)

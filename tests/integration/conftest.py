@@ -179,6 +179,7 @@ class SshHost:
 
     def _create_user(self) -> None:
         import pwd
+        import shutil
 
         try:
             home = Path(pwd.getpwnam(self.user).pw_dir)
@@ -196,7 +197,14 @@ class SshHost:
         keys = ssh_dir / "authorized_keys"
         keys.write_text(self.key_file.with_suffix(".pub").read_text())
         keys.chmod(0o600)
-        subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(ssh_dir)], check=True)
+        # The host's Docker Compose v2: the same binary the suite's own set-up installed.
+        plugins = home / ".docker" / "cli-plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        import compose
+
+        shutil.copy2(Path(compose.__file__).parent / "docker-compose", plugins / "docker-compose")
+        for path in (ssh_dir, home / ".docker"):
+            subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(path)], check=True)
         self.home = home
 
     def wait(self, timeout: float = 15) -> None:

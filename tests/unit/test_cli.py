@@ -1,6 +1,7 @@
 """The task tree: `inv --list` and `import tasks.<area>` both work; every task and flag has help."""
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,15 +92,18 @@ def test_unreachable_engine_is_one_line_and_exit_3(tmp_path):
     )
 
 
-def test_remote_environments_refuse_clearly_until_the_ssh_deploy_exists():
+def test_a_remote_deploy_with_missing_secrets_stops_before_connecting():
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=staging"],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "SUITE_ROOT": ""},
     )
     assert result.returncode == 1
-    assert "remote deploy over SSH" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "environment 'staging' has" in last and "inv env.check --env=staging" in last
+    assert "connect to" not in result.stderr  # nothing was attempted on any host
 
 
 def test_confirmation_needs_the_exact_word_or_yes():
