@@ -390,6 +390,7 @@ def apply_changes(
     changes: Mapping[str, str],
     wait_timeout: int,
     rolling: bool,
+    env_name: str = "local",
 ) -> None:
     """Bring the planned changes about. Services that are down or new have no traffic to
     protect: they start first (nginx cannot reload while an upstream name does not resolve).
@@ -414,6 +415,7 @@ def apply_changes(
                 wait_timeout,
                 reload_proxy=lambda: reload_nginx(runner, stack, env),
                 explain=lambda name: localstack.explain_container(runner, name),
+                env_name=env_name,
             )
             events.info(f"  {summary}")
     with events.step(f"converge {len(changes)} service(s)"):

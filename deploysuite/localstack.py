@@ -194,7 +194,8 @@ def explain_container(runner: Runner, name: str, tail: int = 15) -> list[str]:
     if health and health != "null":
         log = json.loads(health).get("Log") or []
         if log:
-            output = log[-1].get("Output", "").strip()[:300]
+            # the end of the output says why (an exception's last line, an answer's body)
+            output = " ".join(log[-1].get("Output", "").split())[-300:]
             lines.append(f"  last healthcheck of {name}: exit {log[-1].get('ExitCode')}: {output}")
     logs = runner.run(
         Command(("docker", "logs", "--tail", str(tail), name), mutates=False), check=False

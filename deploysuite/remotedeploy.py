@@ -68,13 +68,15 @@ class Target:
     conn: SshConnection
     runner: Runner
     layout: rel.Layout
+    # --dry-run plans against a scratch copy of the new release (removed afterwards)
+    scratch: dict[str, str] = field(default_factory=dict)
 
     @property
     def project(self) -> str:
         return self.config.require("COMPOSE_PROJECT_NAME")
 
     def stack(self, release_id: str) -> Stack:
-        folder = Path(self.layout.release(release_id))
+        folder = Path(self.scratch.get(release_id) or self.layout.release(release_id))
         profiles = tuple(p for p in (self.config.get("COMPOSE_PROFILES") or "").split(",") if p)
         # compose reads `.env` from the first file's folder: the release's own variables
         return Stack(self.project, (folder / COMPOSE_FILE, folder / "services.env.yml"), profiles)
@@ -216,12 +218,32 @@ def release_files(
     return files
 
 
-def upload(t: Target, folder: str, files: Mapping[str, bytes]) -> None:
+def upload(runner: Runner, folder: str, files: Mapping[str, bytes]) -> None:
     dirs = sorted({folder} | {f"{folder}/{Path(name).parent}" for name in files if "/" in name})
-    t.runner.run(Command(("mkdir", "-p", "-m", "0700", *dirs)))
+    runner.run(Command(("mkdir", "-p", "-m", "0700", *dirs)))
     for name, data in sorted(files.items()):
         mode = 0o600 if Path(name).name in rel.SECRET_FILES else 0o644
-        t.runner.put(data, f"{folder}/{name}", mode)
+        runner.put(data, f"{folder}/{name}", mode)
+
+
+@contextmanager
+def planning_copy(t: Target, release_id: str, files: Mapping[str, bytes]) -> Iterator[None]:
+    """--dry-run: the release's files in a private temporary folder on the host, so that the
+    plan reads what the deploy would (compose resolves files there); removed afterwards."""
+    if not t.runner.dry_run:
+        yield
+        return
+    real = Runner(t.runner.events, t.runner.masker, dry_run=False, transport=t.conn)
+    folder = real.run(Command(("mktemp", "-d"), mutates=False)).stdout.strip()
+    try:
+        upload(real, folder, files)
+        t.scratch[release_id] = folder
+        t.runner.aliases[folder] = t.layout.release(release_id)
+        yield
+    finally:
+        t.scratch.pop(release_id, None)
+        t.runner.aliases.pop(folder, None)
+        real.run(Command(("rm", "-rf", folder)), check=False)
 
 
 def upload_tls(t: Target) -> str:
@@ -250,7 +272,7 @@ def upload_tls(t: Target) -> str:
     remote = {line.split()[-1]: line.split()[0] for line in sums.splitlines() if line.strip()}
     changed = {n: d for n, d in files.items() if remote.get(n) != rel.sha256(d)}
     if changed:
-        t.runner.run(Command(("mkdir", "-p", "-m", "0700", t.layout.tls)))
+        t.runner.run(Command(("mkdir", "-p", "-m", "0755", t.layout.tls)))
         for name, data in changed.items():
             t.runner.put(data, f"{t.layout.tls}/{name}", 0o600 if name == KEY else 0o644)
     return f"{state}, {'uploaded ' + ', '.join(changed) if changed else 'same on the host'}"
@@ -284,7 +306,7 @@ def activate_config(t: Target, release_id: str) -> None:
     script = (
         'set -e; for part in nginx prometheus; do src="$1/$part"; dst="$2/$part"; '
         'mkdir -p "$dst"; for d in "$dst"/*/; do [ -d "$d" ] && find "$d" -mindepth 1 -delete; '
-        'done; cp -R "$src"/. "$dst"/; done'
+        'done; cp -R "$src"/. "$dst"/; chmod -R u=rwX,go=rX "$dst"; done'
     )
     t.runner.run(Command(("sh", "-c", script, "sh", t.layout.release(release_id), t.layout.live)))
 
@@ -355,17 +377,18 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     state = localstack.read(t.runner, stack, {})
     plan = state.plan()
     changes = dict(plan.changes)
-    running_nginx = nginx_running(t)
+    # The running nginx (when it stays) checks the new configuration before anything reloads.
+    keeps_nginx = "nginx" not in changes and nginx_running(t)
     activate_config(t, release_id)
-    if running_nginx:
+    if keeps_nginx:
         check_nginx(t)
     if not changes:
-        if running_nginx:
+        if keeps_nginx:
             reload_nginx(t.runner, stack, {})
         return changes
     for service, why in changes.items():
         t.runner.events.info(f"  {service}: {why}")
-    apply_changes(t.runner, stack, {}, state, changes, wait_timeout, rolling)
+    apply_changes(t.runner, stack, {}, state, changes, wait_timeout, rolling, t.config.env)
     reload_nginx(t.runner, stack, {})
     return changes
 
@@ -406,6 +429,7 @@ class RemoteOutcome:
     preflight: list[dict[str, str]] = field(default_factory=list)
     failure: BaseException | None = None
     previous: str | None = None
+    dry_run: bool = False
 
 
 def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
@@ -423,9 +447,18 @@ def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
     auth = {"username": user, "password": password} if user and password else None
     pushed = push_all(s.runner, [b.ref for b in wanted], auth)
     if s.runner.dry_run:
-        return version, {b.service: b.ref for b in wanted}
+        return version, {b.service: known_digest(s.runner, b.ref) for b in wanted}
     by_ref = {p.ref: p.pinned for p in pushed}
     return version, {b.service: by_ref[b.ref] for b in wanted}
+
+
+def known_digest(runner: Runner, ref: str) -> str:
+    """`repo@sha256:...` when this image was pushed before (what a push would pin again), else
+    the tag: --dry-run pushes nothing, and should still plan like the real deploy."""
+    argv = ("docker", "image", "inspect", "--format", '{{join .RepoDigests "\\n"}}', ref)
+    out = runner.run(Command(argv, mutates=False), check=False).stdout
+    repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    return next((d for d in out.split() if d.split("@", 1)[0] == repository), ref)
 
 
 def run_hook(s: Session, name: str, hook: str | None, env: Mapping[str, str]) -> None:
@@ -494,42 +527,49 @@ def ship(
             events.info(f"nothing to do: {current} is live with the same images and files")
             return RemoteOutcome(current or release_id, "unchanged", previous=current)
     run_hook(s, "DEPLOY_PRE_HOOK", s.config.get("DEPLOY_PRE_HOOK"), hook_env)
-    folder = t.layout.release(release_id)
-    with events.step(f"upload release {release_id}"):
-        upload(t, folder, {**files, "manifest.json": rel.encode(record)})
-    with events.step("TLS"):
-        events.info(f"  certificate: {upload_tls(t)}")
-    with events.step("registry login and pull by digest"):
-        pull(t, images)
-    outcome = RemoteOutcome(release_id, "deployed", previous=current)
-    try:
-        record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
-        with events.step("roll out"):
-            outcome.changes = converge(t, release_id, wait_timeout, rolling)
-        if run_smoke_checks and not dry:
-            with events.step("smoke tests through nginx over HTTPS"):
-                outcome.smoke = smoke(t, release_id)
-            failed = [r.check for r in outcome.smoke if not r.ok]
-            if failed:
-                raise ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
-                                   f"inv logs --env={t.config.env} --service NAME")  # fmt: skip
-        mark_current(t, release_id)
-    except (SuiteError, KeyboardInterrupt) as exc:
-        outcome.failure = exc
-        outcome.outcome = "failed"
-        if isinstance(exc, KeyboardInterrupt):
-            events.info("interrupted: rolling back (Ctrl-C again to stop at once)")
-        if current and not dry:
-            with events.step(f"roll back to {current}"):
-                try:
-                    converge(t, current, wait_timeout, rolling)
-                    outcome.outcome = "rolled back"
-                except SuiteError as again:
-                    events.info(f"  the rollback failed too: {again.what}")
-    if not dry:
-        write_manifest(t, rel.finished(record, "deployed" if outcome.failure is None else "failed",
-                                       dt.datetime.now(dt.UTC)))  # fmt: skip
-    return outcome
+    payload = {**files, "manifest.json": rel.encode(record)}
+    with planning_copy(t, release_id, payload):
+        folder = t.layout.release(release_id)
+        with events.step(f"upload release {release_id}"):
+            upload(t.runner, folder, payload)
+        with events.step("TLS"):
+            events.info(f"  certificate: {upload_tls(t)}")
+        with events.step("registry login and pull by digest"):
+            pull(t, images)
+        outcome = RemoteOutcome(release_id, "deployed", previous=current)
+        try:
+            record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
+            with events.step("roll out"):
+                outcome.changes = converge(t, release_id, wait_timeout, rolling)
+            if run_smoke_checks and not dry:
+                with events.step("smoke tests through nginx over HTTPS"):
+                    outcome.smoke = smoke(t, release_id)
+                failed = [r.check for r in outcome.smoke if not r.ok]
+                if failed:
+                    raise ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
+                                       f"inv logs --env={t.config.env} --service NAME")  # fmt: skip
+            mark_current(t, release_id)
+        except (SuiteError, KeyboardInterrupt) as exc:
+            outcome.failure = exc
+            outcome.outcome = "failed"
+            if isinstance(exc, KeyboardInterrupt):
+                events.info("interrupted: rolling back (Ctrl-C again to stop at once)")
+            if current and not dry:
+                with events.step(f"roll back to {current}"):
+                    try:
+                        converge(t, current, wait_timeout, rolling)
+                        outcome.outcome = "rolled back"
+                    except SuiteError as again:
+                        events.info(f"  the rollback failed too: {again.what}")
+        if dry:
+            outcome.dry_run, outcome.outcome = (
+                True,
+                "planned" if outcome.failure is None else "failed",
+            )
+        else:
+            write_manifest(t, rel.finished(record, "deployed" if outcome.failure is None else "failed",
+                                           dt.datetime.now(dt.UTC)))  # fmt: skip
+        return outcome
 
 
 def smoke(t: Target, release_id: str) -> list[CheckResult]:
@@ -596,7 +636,8 @@ def rollback_remote(
             confirm(current, target_id)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": target_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
-        outcome = RemoteOutcome(target_id, "rolled back to", previous=current)
+        outcome = RemoteOutcome(target_id, "rolled back to", previous=current,
+                                dry_run=s.runner.dry_run)  # fmt: skip
         lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
         with _maybe_lock(t, lock, target_id, lock_wait, dry_run=s.runner.dry_run):
             try:

@@ -83,6 +83,7 @@ def roll(
     wait_timeout: float,
     reload_proxy: Callable[[], None],
     explain: Callable[[str], list[str]],
+    env_name: str = "local",
 ) -> str:
     """Replace `service`'s containers one generation at a time; returns a summary line.
 
@@ -105,7 +106,7 @@ def roll(
             raise RolloutFailed(
                 f"{service}: the new container did not become healthy ({seen}); it was removed "
                 "and the old one kept serving, nothing was switched",
-                f"inv logs --env=local --service {service}",
+                f"inv logs --env={env_name} --service {service}",
             )
         try:
             reload_proxy()

@@ -94,6 +94,8 @@ class Runner:
         self.masker = masker or Masker()
         self.dry_run = dry_run
         self.transport = transport
+        # printed paths: a --dry-run plans in a scratch folder and shows the real one instead
+        self.aliases: dict[str, str] = {}
 
     @property
     def host(self) -> str:
@@ -102,6 +104,11 @@ class Runner:
     def on(self, transport: SshConnection) -> Runner:
         """The same runner (events, masking, --dry-run), executing on the connection's host."""
         return Runner(self.events, self.masker, self.dry_run, transport)
+
+    def _display(self, text: str) -> str:
+        for scratch, shown in self.aliases.items():
+            text = text.replace(scratch, shown)
+        return text
 
     def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
         """Write a file on the runner's host, created with `mode` before any byte lands in it."""
@@ -128,7 +135,10 @@ class Runner:
             )
         except TimeoutError:
             raise CommandFailed(
-                self.masker.argv(command.argv), -1, f"timed out after {command.timeout}s"
+                self.masker.argv(command.argv),
+                -1,
+                f"timed out after {command.timeout}s",
+                self.host,
             ) from None
 
     def run(
@@ -143,7 +153,7 @@ class Runner:
         if command.host != self.host:
             command = replace(command, host=self.host)
         self.events.command(
-            command.display(self.masker), run=not (self.dry_run and command.mutates)
+            self._display(command.display(self.masker)), run=not (self.dry_run and command.mutates)
         )
         if self.dry_run and command.mutates:
             return Result(command.argv, 0, "", "", dry_run=True)
@@ -175,12 +185,15 @@ class Runner:
             ) from None
         except subprocess.TimeoutExpired:
             raise CommandFailed(
-                self.masker.argv(command.argv), -1, f"timed out after {command.timeout}s"
+                self.masker.argv(command.argv),
+                -1,
+                f"timed out after {command.timeout}s",
+                self.host,
             ) from None
         result = Result(command.argv, code, stdout, stderr, seconds=time.monotonic() - started)
         if check and code != 0:
             raise CommandFailed(
-                self.masker.argv(command.argv), code, self.masker(stderr or stdout), fix=fix
+                self.masker.argv(command.argv), code, self.masker(stderr or stdout), self.host, fix
             )
         return result
 
