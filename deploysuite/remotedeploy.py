@@ -561,14 +561,12 @@ def ship(
                         outcome.outcome = "rolled back"
                     except SuiteError as again:
                         events.info(f"  the rollback failed too: {again.what}")
+        result = "deployed" if outcome.failure is None else "failed"
         if dry:
-            outcome.dry_run, outcome.outcome = (
-                True,
-                "planned" if outcome.failure is None else "failed",
-            )
+            outcome.dry_run = True
+            outcome.outcome = "planned" if outcome.failure is None else result
         else:
-            write_manifest(t, rel.finished(record, "deployed" if outcome.failure is None else "failed",
-                                           dt.datetime.now(dt.UTC)))  # fmt: skip
+            write_manifest(t, rel.finished(record, result, dt.datetime.now(dt.UTC)))
         return outcome
 
 
