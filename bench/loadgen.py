@@ -246,6 +246,53 @@ class Load:
         }
 
 
+class BackgroundLoad:
+    """A Load in its own thread, for code that blocks meanwhile (waiting on a deploy):
+
+    with BackgroundLoad(url, ca_file=ca) as background:
+        subprocess.run(deploy)
+    background.report  # final numbers
+    """
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        import threading
+
+        self.load = Load(base_url, **options)
+        self.started = threading.Event()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.report: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            async with self.load:
+                self.started.set()
+                while not self.stop.is_set():
+                    await asyncio.sleep(0.1)
+            self.report = self.load.report()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to the caller's thread
+            self.error = exc
+        finally:
+            self.started.set()
+
+    def __enter__(self) -> BackgroundLoad:
+        self.thread.start()
+        self.started.wait(timeout=60)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with Load(
         args.base_url, args.ca_file, args.rate, args.ws_clients, args.connect_host

@@ -1,0 +1,334 @@
+"""`inv deploy --env=loopback`: the remote deploy through a real sshd (its own host key, a deploy
+user) to the real engine behind it, images pushed to and pulled from a real registry.
+
+One stack for the module, driven the way an operator does: refused connections, a first
+deploy, a dry run, a change under load (HTTP and WebSockets), a no-op, a broken release rolled
+back, a concurrent deploy, Ctrl-C, and `inv rollback`.
+
+The notification webhook is a local HTTP receiver standing in for Slack (which cannot be
+reached from here); everything else is real.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import BackgroundLoad
+from deploysuite.events import Events
+from deploysuite.localstack import remove_project
+from deploysuite.lock import deploy_lock, lock_path
+from deploysuite.runner import Runner
+from deploysuite.ssh import Host, SshConnection
+from tests.integration.conftest import REPO, free_port
+
+pytestmark = pytest.mark.integration
+ROLLING = ("auth", "chat", "billing", "analytics", "orchestrator", "email-worker")
+
+
+class Receiver:
+    """A Slack-compatible incoming webhook on loopback: keeps every JSON body it gets."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, object]] = []
+        received = self.messages
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/secret"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        return [str(m.get("text", "")) for m in self.messages]
+
+
+class Remote:
+    def __init__(self, ssh_host, registry, workdir: Path) -> None:
+        self.ssh = ssh_host
+        self.workdir = workdir
+        self.project = f"rd{os.getpid()}"
+        self.https = free_port()
+        self.root = f"{ssh_host.home}/srv-{os.getpid()}"
+        self.hosts_file = workdir / "hosts.yml"
+        self.write_hosts(ssh_host.known_hosts)
+        self.receiver = Receiver()
+        self.hooks = workdir / "hooks.log"
+        self.env = {
+            **os.environ,
+            "DEPLOY_HOSTS_FILE": str(self.hosts_file),
+            "DEPLOY_ROOT": self.root,
+            "IMAGE_REPOSITORY": f"{registry.host}/mysaaschat",
+            "REGISTRY_USERNAME": registry.username,
+            "REGISTRY_PASSWORD": registry.password,
+            "COMPOSE_PROJECT_NAME": self.project,
+            "HTTP_PORT": str(free_port()),
+            "HTTPS_PORT": str(self.https),
+            "PROMETHEUS_PORT": str(free_port()),
+            "PUBLIC_URL": f"https://localhost:{self.https}",
+            "NOTIFY_WEBHOOK_URL": self.receiver.url,
+            "DEPLOY_PRE_HOOK": f'echo "pre $DEPLOY_ENV $DEPLOY_RELEASE" >> {self.hooks}',
+            "DEPLOY_POST_HOOK": f'echo "post $DEPLOY_OUTCOME $DEPLOY_RELEASE" >> {self.hooks}',
+        }
+        self.env_dir = f"{self.root}/loopback"
+        self.ca_file = REPO / "build" / "loopback" / self.project / "tls" / "ca.pem"
+
+    def write_hosts(self, known_hosts: Path) -> None:
+        self.hosts_file.write_text(
+            f"known_hosts: {known_hosts}\nhosts:\n  - name: app1\n    address: 127.0.0.1\n"
+            f"    port: {self.ssh.port}\n    user: {self.ssh.user}\n    key: {self.ssh.key_file}\n"
+        )
+
+    def inv(self, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "-r", str(REPO), *args],
+            cwd=REPO, capture_output=True, text=True, env={**self.env, **env}, timeout=timeout,
+        )  # fmt: skip
+
+    def deploy(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.inv("deploy", "--env=loopback", *args, **env)
+
+    def releases(self) -> dict[str, object]:
+        result = self.inv("releases", "--env=loopback", "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)
+
+    def current(self) -> str | None:
+        return self.releases()["current"]  # type: ignore[return-value]
+
+    def containers(self) -> dict[str, str]:
+        out = subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
+             "--format", "{{.Names}} {{.ID}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return dict(line.split() for line in out.splitlines())
+
+    def tree(self) -> list[str]:
+        """Every path under the environment's folder on the host (same machine: read directly)."""
+        base = Path(self.env_dir)
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*")) if base.exists() else []
+
+    def load(self) -> BackgroundLoad:
+        return BackgroundLoad(
+            f"https://localhost:{self.https}", ca_file=self.ca_file, rate=20, ws_clients=3,
+            connect_host="127.0.0.1",
+        )  # fmt: skip
+
+    def remove(self) -> None:
+        remove_project(Runner(Events()), self.project)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(REPO / "build" / "loopback" / self.project, ignore_errors=True)
+        self.receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def remote(ssh_host, registry, base_images, tmp_path_factory):
+    r = Remote(ssh_host, registry, tmp_path_factory.mktemp("remote"))
+    secrets_ok = r.inv("env.secrets", "--env=loopback")
+    assert secrets_ok.returncode == 0, secrets_ok.stderr
+    try:
+        yield r
+    finally:
+        r.remove()
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_an_unknown_host_key_is_refused_before_anything_happens(remote, ssh_host):
+    empty = remote.workdir / "known_hosts_empty"
+    empty.write_text("")
+    remote.write_hosts(empty)
+    try:
+        result = remote.deploy()
+    finally:
+        remote.write_hosts(ssh_host.known_hosts)
+    assert result.returncode == 7, result.stderr[-2000:]
+    line = last_line(result)
+    assert "unknown host key" in line and ssh_host.fingerprint in line
+    assert f"ssh-keyscan -p {ssh_host.port} 127.0.0.1 >> {empty}" in line
+    assert "service images" not in result.stderr  # nothing was built, pushed or shipped
+    assert remote.tree() == []
+
+
+def test_a_wrong_ssh_key_gets_one_clear_line(remote, ssh_host):
+    result = remote.deploy(DEPLOY_SSH_KEY=str(ssh_host.other_key))
+    assert result.returncode == 7
+    line = last_line(result)
+    assert f"the server refused the key {ssh_host.other_key} for user {ssh_host.user}" in line
+    assert "authorized_keys" in line
+    assert remote.tree() == []
+
+
+def test_first_deploy_ships_a_release_and_passes_smoke(remote):
+    result = remote.deploy("--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "deployed" and report["previous"] is None
+    assert {row["check"] for row in report["preflight"]} == {"ssh", "docker", "compose", "disk",
+                                                             "lock"}  # fmt: skip
+    assert report["smoke"] and all(row["result"] == "pass" for row in report["smoke"])
+    release = report["release"]
+    listing = remote.releases()
+    assert listing["current"] == release
+    folder = Path(remote.env_dir) / "releases" / release
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["outcome"] == "deployed" and manifest["finished"]
+    assert set(manifest["images"]) == {*ROLLING, "mailsink"}
+    assert all("@sha256:" in ref for ref in manifest["images"].values())  # pinned by digest
+    assert manifest["schema_versions"] == {"auth": "2", "chat": "1", "billing": "3",
+                                           "analytics": "2"}  # fmt: skip
+    for name in (".env", "services.env.yml"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600
+    dotenv = (folder / ".env").read_text()
+    assert "AUTH_TOKEN_SECRET" not in dotenv  # only what compose itself interpolates
+    assert "POSTGRES_PASSWORD=" in dotenv
+    # the deploy lock is gone, the audit log has the deploy, hooks and webhook ran
+    assert not Path(lock_path(remote.root, "loopback")).exists()
+    audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
+    assert audit[-1]["release"] == release and audit[-1]["outcome"] == "deployed"
+    hooks = remote.hooks.read_text().splitlines()
+    assert hooks == [f"pre loopback {release}", f"post deployed {release}"]
+    assert any(f"release {release} deployed" in t for t in remote.receiver.texts())
+
+
+def test_dry_run_prints_the_commands_per_host_and_changes_nothing(remote):
+    before = (remote.tree(), remote.containers(), remote.current())
+    result = remote.deploy("--dry-run", "--set", "LOG_LEVEL=DEBUG")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout  # the plan: every command that would change something, per host
+    assert "[app1] $ docker compose --project-name" in out and "--scale auth=2 auth" in out
+    assert "[app1] write " in out and "/.env (mode 0600" in out
+    assert "/tmp/tmp." not in out  # the plan's scratch copy is shown as the release's own folder
+    assert f"{remote.env_dir}/releases/" in out
+    assert (remote.tree(), remote.containers(), remote.current()) == before
+
+
+def test_a_change_rolls_every_service_without_a_failed_request_or_lost_message(remote):
+    previous = remote.current()
+    with remote.load() as background:
+        time.sleep(1)
+        result = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for service in ROLLING:
+        assert f"roll {service} (configuration changed)" in result.stderr
+    report = background.report
+    assert report["requests"] > 200 and report["messages_sent"] > 50, report
+    assert report["failed"] == 0 and report["messages_lost"] == 0, report
+    assert remote.current() != previous
+
+
+def test_the_same_deploy_again_changes_nothing(remote):
+    current = remote.current()
+    result = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"nothing to do: {current} is live" in result.stderr
+    assert remote.current() == current
+
+
+def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
+    current = remote.current()
+    before = remote.containers()
+    with remote.load() as background:
+        broken = remote.deploy(
+            "--no-smoke", "--wait-timeout", "60",
+            "--set", "AUTH_DB_NAME=no_such_database",  # the new auth can never become ready
+            "--set", "LOG_LEVEL=WARNING",
+        )  # fmt: skip
+    assert broken.returncode == 9, broken.stderr[-4000:]
+    line = last_line(broken)
+    assert line.startswith("error: auth: the new container did not become healthy")
+    assert f"rolled back to {current}" in line and "--env=loopback --service auth" in line
+    # the failed check says why: readiness answered 503 naming the database
+    assert "last healthcheck of" in broken.stderr and "ready 503" in broken.stderr
+    assert remote.current() == current and remote.containers() == before
+    assert background.report["failed"] == 0 and background.report["messages_lost"] == 0
+    failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
+    assert failed and failed[-1]["previous"] == current
+    audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
+    assert audit[-1]["outcome"] == "rolled back"
+    assert any("failed and was rolled back" in t for t in remote.receiver.texts())
+
+
+def test_a_concurrent_deploy_is_refused_with_the_holders_details(remote, ssh_host):
+    host = Host("app1", "127.0.0.1", ssh_host.known_hosts, ssh_host.port, ssh_host.user,
+                ssh_host.key_file)  # fmt: skip
+    with SshConnection(host) as conn, deploy_lock(conn, lock_path(remote.root, "loopback"),
+                                                  "loopback", "r-held") as info:  # fmt: skip
+        started = time.monotonic()
+        result = remote.deploy("--no-smoke", "--lock-wait", "3")
+        waited = time.monotonic() - started
+    assert result.returncode == 8, result.stderr[-2000:]
+    line = last_line(result)
+    assert f"held by {info.owner}" in line and "release r-held" in line
+    assert "inv lock.release --env=loopback" in line
+    assert waited >= 3  # it waited for the lock, as asked, then gave up
+
+
+def test_ctrl_c_mid_deploy_rolls_back_and_releases_the_lock(remote):
+    current = remote.current()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=loopback",
+         "--no-smoke", "--set", "LOG_LEVEL=INFO"],
+        cwd=REPO, env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    code = proc.wait(timeout=600)
+    text = "".join(lines)
+    assert code == 130, text[-3000:]
+    assert "interrupted: rolling back" in text and f"roll back to {current}" in text
+    assert not Path(lock_path(remote.root, "loopback")).exists()
+    assert remote.current() == current
+    # consistent: what runs is exactly the live release (a deploy of it has nothing to do)
+    again = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-3000:]
+    status = remote.inv("status", "--env=loopback")
+    assert status.returncode == 0, status.stderr[-2000:]
+
+
+def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
+    releases = remote.releases()
+    current = releases["current"]
+    deployed = sorted(r["release"] for r in releases["releases"] if r["outcome"] == "deployed")
+    previous = deployed[deployed.index(current) - 1]
+    with remote.load() as background:
+        result = remote.inv("rollback", "--env=loopback", "--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "rolled back to" and report["release"] == previous
+    assert all(row["result"] == "pass" for row in report["smoke"])
+    assert remote.current() == previous
+    assert background.report["failed"] == 0 and background.report["messages_lost"] == 0
+    # and forward again by a prefix of the release id
+    forward = remote.inv("rollback", "--env=loopback", "--to", current[:17], "--no-smoke")
+    assert forward.returncode == 0, forward.stderr[-3000:]
+    assert remote.current() == current
