@@ -19,7 +19,7 @@ from deploysuite.cli import Session
 from deploysuite.compose import COMPOSE_FILE, Stack, build_dir, services_env_file, stack_for
 from deploysuite.config import Config, for_service
 from deploysuite.envcheck import check_config
-from deploysuite.errors import ChecksFailed, CommandFailed
+from deploysuite.errors import ChecksFailed, CommandFailed, ConfigError
 from deploysuite.events import Events
 from deploysuite.files import write_private
 from deploysuite.nginx import (
@@ -74,7 +74,16 @@ def nginx_settings(config: Config) -> NginxSettings:
         server_names=server_names(config),
         public_https_port=urlsplit(public).port or 443,
         upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
+        rate_api=config.get("NGINX_API_RATE") or "50r/s",
+        rate_api_burst=whole_number(config, "NGINX_API_BURST", "100"),
     )
+
+
+def whole_number(config: Config, key: str, default: str) -> int:
+    value = config.get(key) or default
+    if not value.isdigit():
+        raise ConfigError(f"{key}={value!r} is not a whole number", f"set {key}, e.g. {default}")
+    return int(value)
 
 
 def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -> dict[str, str]:
