@@ -75,12 +75,12 @@ def nginx_settings(config: Config) -> NginxSettings:
         public_https_port=urlsplit(public).port or 443,
         upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
         rate_api=config.get("NGINX_API_RATE") or "50r/s",
-        rate_api_burst=whole_number(config, "NGINX_API_BURST", "100"),
+        rate_api_burst=whole_number("NGINX_API_BURST", config.get("NGINX_API_BURST"), "100"),
     )
 
 
-def whole_number(config: Config, key: str, default: str) -> int:
-    value = config.get(key) or default
+def whole_number(key: str, value: str | None, default: str) -> int:
+    value = value or default
     if not value.isdigit():
         raise ConfigError(f"{key}={value!r} is not a whole number", f"set {key}, e.g. {default}")
     return int(value)

@@ -133,13 +133,8 @@ class Runner:
             return self.transport.run(
                 command.argv, stdin=command.input, timeout=command.timeout, cwd=command.cwd
             )
-        except TimeoutError:
-            raise CommandFailed(
-                self.masker.argv(command.argv),
-                -1,
-                f"timed out after {command.timeout}s",
-                self.host,
-            ) from None
+        except TimeoutError:  # the same failure as a local command's, reported by run()
+            raise subprocess.TimeoutExpired(command.argv, command.timeout or 0) from None
 
     def run(
         self,

@@ -38,10 +38,10 @@ def host(ssh_host) -> Host:
 
 @pytest.fixture
 def path(ssh_host, host) -> str:
-    lock = lock_path(f"{ssh_host.home}/srv-{os.getpid()}", "staging")
-    yield lock
+    root = f"{ssh_host.home}/srv-lock-{os.getpid()}"
+    yield lock_path(root, "staging")
     with SshConnection(host) as conn:
-        conn.run(("rm", "-rf", lock))
+        conn.run(("rm", "-rf", root))
 
 
 def test_second_deploy_is_refused_with_the_holders_details(host, path):

@@ -1,0 +1,213 @@
+"""Benchmark: the remote deploy over SSH under load, against a raw `docker compose up -d` of the
+same change, side by side in the same run.
+
+A real sshd on 127.0.0.1 (own host key, a deploy user), a real registry, the real engine: the
+`loopback` environment. During every run, bench/loadgen.py sends 45 GET/s through nginx to auth
+and posts 5 chat messages/s (50 requests/s) while 5 WebSocket clients listen; a closed socket
+reconnects with since=<last id>. The load runs until the stack is healthy again.
+
+  all HTTP services    LOG_LEVEL changes: every service is replaced. Ours rolls each one beside
+                       its old container; compose recreates them in place.
+  broken release       LOG_LEVEL changes and analytics can never become ready: ours rolls auth,
+                       chat and billing, fails on analytics and rolls all back; compose
+                       recreates everything in place and leaves analytics down.
+
+The stack's nginx allows 400 requests/s per client here (NGINX_API_RATE), so that 429s from the
+rate limit never count as failures of either side.
+
+    .venv/bin/python bench/remote_deploy.py [--runs 1]
+
+Writes bench/results/remote_deploy.json. Needs root (it creates the deploy user), the base images
+(inv images.bootstrap) and the packages of ./scripts/quickstart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, median, row, write
+
+sys.path.insert(0, str(REPO))
+from bench.loadgen import BackgroundLoad
+from deploysuite import release as rel
+from deploysuite.config import load_config
+from deploysuite.events import Events
+from deploysuite.localstack import remove_project
+from deploysuite.remotedeploy import release_files
+from deploysuite.runner import Runner
+from tests.integration.conftest import Registry, SshHost, free_port
+
+LEVELS = ("WARNING", "ERROR", "INFO", "DEBUG")
+BROKEN = "ANALYTICS_DB_NAME=no_such_database"
+SETTLE = 60  # seconds the load keeps running after a raw compose up, at most, for health
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        (workdir / "ssh").mkdir()
+        (workdir / "registry").mkdir()
+        self.ssh = SshHost(workdir / "ssh")
+        self.registry = Registry(workdir / "registry")
+        self.ssh.wait()
+        self.registry.wait()
+        self.project = f"benchremote{os.getpid()}"
+        self.https = free_port()
+        self.root = f"{self.ssh.home}/srv-bench-{os.getpid()}"
+        hosts = workdir / "hosts.yml"
+        hosts.write_text(
+            f"known_hosts: {self.ssh.known_hosts}\nhosts:\n  - name: app1\n"
+            f"    address: 127.0.0.1\n    port: {self.ssh.port}\n    user: {self.ssh.user}\n"
+            f"    key: {self.ssh.key_file}\n"
+        )
+        self.env = {
+            **os.environ,
+            "DEPLOY_HOSTS_FILE": str(hosts), "DEPLOY_ROOT": self.root,
+            "IMAGE_REPOSITORY": f"{self.registry.host}/mysaaschat",
+            "REGISTRY_USERNAME": self.registry.username,
+            "REGISTRY_PASSWORD": self.registry.password,
+            "COMPOSE_PROJECT_NAME": self.project, "HTTP_PORT": str(free_port()),
+            "HTTPS_PORT": str(self.https), "PROMETHEUS_PORT": str(free_port()),
+            "PUBLIC_URL": f"https://localhost:{self.https}",
+            "NGINX_API_RATE": "400r/s", "NGINX_API_BURST": "800",
+        }  # fmt: skip
+        self.ca = REPO / "build" / "loopback" / self.project / "tls" / "ca.pem"
+
+    def inv(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "invoke", "-r", str(REPO), *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise SystemExit(f"inv {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        return result
+
+    def deploy(self, level: str, *extra: str, check: bool = True) -> None:
+        self.inv("deploy", "--env=loopback", "--no-smoke", "--wait-timeout", "60",
+                 "--set", f"LOG_LEVEL={level}", *extra, check=check)  # fmt: skip
+
+    def raw_up(self, level: str, *extra: str) -> None:
+        """`docker compose up -d` of the same release files a deploy of this change would
+        ship (built by the suite's own function), then wait for health, untimed."""
+        live = Path(self.root) / "loopback" / "current" / "manifest.json"
+        images = json.loads(live.read_text())["images"]
+        overrides = dict(kv.split("=", 1) for kv in (f"LOG_LEVEL={level}", *extra))
+        os.environ.update(self.env)
+        config = load_config("loopback", cli=overrides)
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            layout = rel.layout(self.root, "loopback")
+            for name, data in release_files(config, images, layout, folder).items():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(data)
+            subprocess.run(
+                ["docker", "compose", "--project-name", self.project,
+                 "--file", str(folder / "docker-compose.prod.yml"),
+                 "--file", str(folder / "services.env.yml"), "--profile", "local-mail",
+                 "up", "--detach"],
+                check=True, capture_output=True, env=self.env,
+            )  # fmt: skip
+
+    def wait_healthy(self, services: tuple[str, ...], timeout: float = SETTLE) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["docker", "ps", "--filter", f"label=com.docker.compose.project={self.project}",
+                 "--format", '{{.Label "com.docker.compose.service"}} {{.Status}}'],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            healthy = {line.split()[0] for line in out.splitlines() if "(healthy)" in line}
+            if set(services) <= healthy:
+                return
+            time.sleep(1)
+
+    def reload_nginx(self) -> None:
+        """compose recreated the upstreams under new addresses and never tells nginx."""
+        subprocess.run(["docker", "exec", f"{self.project}-nginx-1", "nginx", "-s", "reload"],
+                       check=False, capture_output=True)  # fmt: skip
+        time.sleep(3)
+
+    def measured(self, action) -> tuple[float, dict[str, object]]:
+        with BackgroundLoad(
+            f"https://localhost:{self.https}", ca_file=self.ca, rate=45, ws_clients=5,
+            connect_host="127.0.0.1",
+        ) as load:  # fmt: skip
+            time.sleep(2)
+            started = time.perf_counter()
+            action()
+            seconds = time.perf_counter() - started
+            time.sleep(2)
+        return seconds, load.report
+
+    def close(self) -> None:
+        remove_project(Runner(Events()), self.project)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(REPO / "build" / "loopback" / self.project, ignore_errors=True)
+        self.ssh.stop()
+        self.registry.stop()
+
+
+SERVING = ("nginx", "auth", "chat", "billing", "orchestrator")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    bench = Bench(Path(tempfile.mkdtemp(prefix="bench-remote-")))
+    results: dict[str, list[tuple[float, dict[str, object]]]] = {}
+    try:
+        bench.inv("env.secrets", "--env=loopback")
+        bench.deploy("INFO")  # the stack, once
+        live = "INFO"
+        for index in range(args.runs):
+            ours, raw = LEVELS[(2 * index) % 4], LEVELS[(2 * index + 1) % 4]
+            if ours == live:
+                ours, raw = raw, ours
+            results.setdefault("all: ours", []).append(
+                bench.measured(lambda o=ours: bench.deploy(o))
+            )
+            results.setdefault("all: raw", []).append(bench.measured(
+                lambda r=raw: (bench.raw_up(r), bench.wait_healthy(SERVING), bench.reload_nginx())
+            ))  # fmt: skip
+            bench.deploy(raw)  # a release of what compose did: consistent again (untimed)
+            live = raw
+            broken = LEVELS[(LEVELS.index(live) + 1) % 4]
+            results.setdefault("broken: ours", []).append(bench.measured(
+                lambda b=broken: bench.deploy(b, "--set", BROKEN, check=False)))  # fmt: skip
+            results.setdefault("broken: raw", []).append(bench.measured(
+                lambda b=broken: (bench.raw_up(b, BROKEN), bench.wait_healthy(SERVING),
+                                  bench.reload_nginx())))  # fmt: skip
+            bench.deploy(live)  # back to the live release (untimed)
+    finally:
+        bench.close()
+    rows = []
+    for case, label in (("all", "deploy of all HTTP services"),
+                        ("broken", "broken release, rolled back")):  # fmt: skip
+        ours, raw = results[f"{case}: ours"], results[f"{case}: raw"]
+        baseline = "docker compose up -d of the same change (same load)"
+        for metric, unit, pick in (
+            ("wall time", "s", lambda r: r[0]),
+            ("failed requests", "requests", lambda r: r[1]["failed"]),
+            ("p99 latency", "ms", lambda r: r[1]["p99_ms"]),
+            ("WebSocket messages lost", "messages", lambda r: r[1]["messages_lost"]),
+        ):
+            value, base = median([pick(r) for r in ours]), median([pick(r) for r in raw])
+            rows.append(row(f"{label}: inv deploy", metric, value, unit, baseline, base,
+                            args.runs))  # fmt: skip
+            print(f"{label:32} {metric:24} ours {value:9.1f}  compose {base:9.1f} {unit}")
+        for side, runs in (("ours", ours), ("compose", raw)):
+            for seconds, report in runs:
+                print(f"  {side}: {seconds:.1f} s {json.dumps(report)}")
+    print(write("remote_deploy", rows))
+
+
+if __name__ == "__main__":
+    main()
