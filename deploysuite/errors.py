@@ -59,6 +59,13 @@ class CommandFailed(SuiteError):
         super().__init__(f"[{host}] `{cmd}` exited {returncode}: {last}", fix)
 
 
+class S3Error(SuiteError):
+    """The S3 API refused or could not be reached: missing bucket, refused credentials, an
+    upload that could not complete. The message never holds a credential."""
+
+    exit_code = 10
+
+
 class ChecksFailed(SuiteError):
     """A validation found problems; they were already listed, this is the closing line."""
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$ROOT/.venv"
-APT_PACKAGES=(docker.io debootstrap openssl openssh-server openssh-client docker-registry apache2-utils)
+APT_PACKAGES=(docker.io debootstrap openssl zstd openssh-server openssh-client docker-registry apache2-utils)
 
 say() { printf '▸ %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,136 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         ).stdout.split()  # fmt: skip
         if refs:  # the tags the push tests made for this registry
             subprocess.run(["docker", "rmi", *refs], capture_output=True, check=False)
+
+
+class S3Server:
+    """moto's S3 API server on loopback. It accepts any credentials until `authenticating()`
+    turns on its IAM checks, so the fixed test keys below only need to look like keys."""
+
+    def __init__(self, workdir: Path, binary: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.region = "us-east-1"
+        self.access_key = "AKIAMOTOTESTSUITE000"
+        self.secret_key = "moto-test-secret-key-not-checked-000000"
+        self.log = (workdir / "moto.log").open("w")
+        self.process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float = 30) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"moto_server on {self.endpoint} did not start: see {self.log.name}")
+
+    def settings(self, bucket: str, **changes: object):
+        from dataclasses import replace
+
+        from deploysuite.s3store import S3Settings
+
+        s = S3Settings(
+            endpoint_url=self.endpoint,
+            region=self.region,
+            bucket=bucket,
+            prefix="mysaaschat",
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            sse="AES256",
+            part_size_mb=5,
+        )
+        return replace(s, **changes)
+
+    def client(self, **changes: object):
+        """The suite's own client (deploysuite.s3store.client) pointed at this server."""
+        from deploysuite.s3store import client
+
+        return client(self.settings("unused", **changes))
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket: each test gets its own."""
+        import uuid
+
+        name = f"test-{uuid.uuid4().hex[:20]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    @contextlib.contextmanager
+    def authenticating(self):
+        """Turn on moto's IAM checks for the block; yields (access_key, secret_key) of a user
+        allowed s3:* and (access_key, secret_key) of a user with no policy at all."""
+        import json
+        import uuid
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        keys = []
+        for policy in ({"Effect": "Allow", "Action": "s3:*", "Resource": "*"}, None):
+            user = f"suite-{uuid.uuid4().hex[:12]}"
+            iam.create_user(UserName=user)
+            if policy:
+                iam.put_user_policy(
+                    UserName=user,
+                    PolicyName="s3",
+                    PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [policy]}),
+                )
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys.append((key["AccessKeyId"], key["SecretAccessKey"]))
+        self._auth_after(b"0")
+        try:
+            yield keys[0], keys[1]
+        finally:
+            self._auth_after(b"inf")
+
+    def _auth_after(self, count: bytes) -> None:
+        """moto checks credentials after `count` more requests ("inf": never)."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=count,
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 API server (moto's server mode) on 127.0.0.1."""
+    binary = Path(sys.executable).with_name("moto_server")
+    if not binary.exists():
+        pytest.fail(f"{binary} is not installed: run ./scripts/test, which installs it")
+    server = S3Server(tmp_path_factory.mktemp("moto"), binary)
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
 
 
 DEPLOY_USER = "mysaaschat-deploy"
