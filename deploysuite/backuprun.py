@@ -1,0 +1,374 @@
+"""Backup and restore of the stack's PostgreSQL databases, streamed to and from S3.
+
+Backup:  pg_dump -Fc (in the server's own container, so never older than the server)
+         | zstd | SHA-256 | S3 multipart upload, one part in memory at a time; the manifest is
+         written only after the data object completed, so a partial upload never counts.
+Restore: verify (size, SHA-256, a full read by pg_restore) -> safety backup -> restore into a
+         new database -> verify it -> terminate connections and swap the names in one
+         transaction -> restart the services on it and wait for their readiness.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploysuite import backup as bk
+from deploysuite import s3store
+from deploysuite.cli import Session
+from deploysuite.errors import SuiteError
+from deploysuite.rollout import wait_healthy
+from deploysuite.runner import Command
+
+ZSTD_LEVEL = "3"
+DATABASE_KEYS = {  # service -> the config key naming its database
+    "auth": "AUTH_DB_NAME",
+    "chat": "CHAT_DB_NAME",
+    "billing": "BILLING_DB_NAME",
+    "analytics": "ANALYTICS_DB_NAME",
+}
+SCHEMA_SQL = (
+    "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 "
+    "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END"
+)
+COUNTS_SQL = (
+    "SELECT string_agg(format('%s %s', c.relname, "
+    "(xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', "
+    "n.nspname, c.relname), false, true, '')))[1]::text), E'\\n' ORDER BY c.relname) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname = 'public'"
+)
+
+
+def databases(config: Any) -> dict[str, str]:
+    """database name -> the service that owns it."""
+    return {
+        config.require("AUTH_DB_NAME"): "auth",
+        config.require("CHAT_DB_NAME"): "chat",
+        config.require("BILLING_DB_NAME"): "billing",
+        config.require("ANALYTICS_DB_NAME"): "analytics",
+    }
+
+
+@dataclass
+class Postgres:
+    """The stack's PostgreSQL server, reached inside its own container."""
+
+    s: Session
+    container: str
+    user: str
+
+    def exec_argv(self, *argv: str, stdin: bool = False) -> tuple[str, ...]:
+        return ("docker", "exec", *(["-i"] if stdin else []), self.container, *argv)
+
+    def sql(self, query: str, db: str = "postgres", mutates: bool = False) -> str:
+        argv = self.exec_argv("psql", "-X", "-q", "-U", self.user, "-d", db,
+                              "-v", "ON_ERROR_STOP=1", "-tAc", query)  # fmt: skip
+        return self.s.runner.run(Command(argv, mutates=mutates, timeout=120)).stdout.strip()
+
+    def exists(self, db: str) -> bool:
+        return self.sql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") == "1"
+
+
+def postgres_for(s: Session) -> Postgres:
+    if s.config.env != "local":
+        raise SuiteError(
+            f"backup and restore run against the local stack's engine; '{s.config.env}' is remote",
+            "run them on the environment's host (the backup service of the stack comes next)",
+        )
+    project = s.config.require("COMPOSE_PROJECT_NAME")
+    return Postgres(s, f"{project}-postgres-1", s.config.require("POSTGRES_USER"))
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+def stream_to_s3(
+    s: Session,
+    store: s3store.S3Settings,
+    s3: Any,
+    producer: tuple[str, ...],
+    key: str,
+    label: str,
+    expected: int | None = None,
+) -> s3store.Uploaded:
+    """producer | zstd -> S3. A producer that fails anywhere fails the upload before it
+    completes (the multipart upload is aborted): a dead pg_dump never yields an object."""
+    errors = [tempfile.TemporaryFile() for _ in range(2)]  # noqa: SIM115
+    dump = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=errors[0])
+    zstd = subprocess.Popen(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), stdin=dump.stdout,
+                            stdout=subprocess.PIPE, stderr=errors[1])  # fmt: skip
+    assert dump.stdout is not None and zstd.stdout is not None
+    dump.stdout.close()  # zstd holds it now; pg_dump gets SIGPIPE if zstd dies
+    started = time.monotonic()
+
+    def progress(done: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        s.events.info(f"  {label}: {bk.human_bytes(done)} uploaded ({bk.human_bytes(rate)}/s)")
+
+    def producers_ok() -> None:
+        for name, proc, err in (("pg_dump", dump, errors[0]), ("zstd", zstd, errors[1])):
+            code = proc.wait(timeout=60)
+            if code != 0:
+                err.seek(0)
+                text = s.runner.masker(err.read().decode(errors="replace").strip())
+                raise bk.BackupError(
+                    f"{label}: {name} exited {code}: {text.splitlines()[-1] if text else '-'}; "
+                    "the upload was aborted, nothing was stored",
+                    "inv logs --service postgres",
+                )
+
+    try:
+        return s3store.upload_stream(
+            s3, store.bucket, key, zstd.stdout,
+            part_size=s3store.part_size(expected, store.part_size_mb * s3store.MiB),
+            sse=store.sse, metadata={"producer": producer[-1][:60]}, on_progress=progress,
+            before_complete=producers_ok,
+        )  # fmt: skip
+    finally:
+        for proc in (dump, zstd):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for err in errors:
+            err.close()
+
+
+def backup_database(
+    s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, db: str, kind: str = "scheduled"
+) -> dict[str, object]:
+    started = dt.datetime.now(dt.UTC)
+    if not s.runner.dry_run:
+        # A backup killed with -9 cannot abort its upload; the next backup of the database
+        # does (backups of one database never overlap: the schedule runs them one by one).
+        folder = bk.database_prefix(store.prefix, s.config.env, db)
+        aborted = s3store.abort_incomplete(s3, store.bucket, folder)
+        if aborted:
+            s.events.info(f"  {db}: aborted {aborted} incomplete upload(s) left by an "
+                          "interrupted backup")  # fmt: skip
+    client = pg.s.runner.run(Command(pg.exec_argv("pg_dump", "--version"), mutates=False)).stdout
+    server = pg.sql("SHOW server_version_num")
+    bk.check_versions(bk.major_version(client), bk.major_version(server))
+    size = int(pg.sql(f"SELECT pg_database_size('{db}')") or 0)
+    schema = int(pg.sql(SCHEMA_SQL, db) or 0)
+    backup_id = bk.new_backup_id(started, db, "" if kind == "scheduled" else kind)
+    keys = bk.keys_for(store.prefix, s.config.env, db, backup_id)
+    if s.runner.dry_run:
+        s.events.command(f"[local] pg_dump -Fc {db} | zstd | s3 put {keys.data}", run=False)
+        return {"backup_id": backup_id, "database": db, "dry_run": True}
+    with s.events.step(f"back up {db} ({bk.human_bytes(size)} in the server)"):
+        data = stream_to_s3(
+            s, store, s3, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
+            keys.data, db, expected=size,
+        )  # fmt: skip
+        roles = stream_to_s3(
+            s, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
+            keys.globals, f"{db} globals",
+        )  # fmt: skip
+    record = bk.manifest(
+        backup_id=backup_id, env=s.config.env, db=db, keys=keys, size=data.size,
+        sha256=data.sha256, globals_size=roles.size, globals_sha256=roles.sha256,
+        pg_version=server, schema_version=schema, release=s.config.get("RELEASE_ID"),
+        started=started, finished=dt.datetime.now(dt.UTC), kind=kind,
+    )  # fmt: skip
+    s3store.put_json(s3, store.bucket, keys.manifest, record, sse=store.sse)
+    return record
+
+
+def list_backups(store: s3store.S3Settings, s3: Any, env: str, db: str) -> list[dict[str, object]]:
+    """Every complete backup of `db` (those with a manifest), newest first."""
+    prefix = bk.database_prefix(store.prefix, env, db)
+    found = []
+    for item in s3store.list_keys(s3, store.bucket, prefix):
+        if item.key.endswith(".manifest.json"):
+            found.append(s3store.get_json(s3, store.bucket, item.key))
+    return [dict(m) for m in bk.complete(found)]
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+def fetch_verified(
+    s: Session, store: s3store.S3Settings, s3: Any, record: Mapping[str, object], folder: Path
+) -> Path:
+    """The backup's object in a private local file, its size and SHA-256 checked, then read in
+    full by pg_restore (`pg_restore -l` passes truncated archives; a full read does not)."""
+    path = folder / "backup.dump.zst"
+    with path.open("wb") as handle:
+        size, digest = s3store.download_stream(s3, store.bucket, str(record["object"]), handle)
+    name = record["backup_id"]
+    if size != record["size"]:
+        raise bk.BackupError(
+            f"backup {name} is truncated: {size} of {record['size']} bytes in S3; nothing changed",
+            "pick another backup (inv backup.list) and investigate the storage",
+        )
+    if digest != record["sha256"]:
+        raise bk.BackupError(
+            f"backup {name} fails its checksum (sha256 {digest[:12]}..., manifest says "
+            f"{str(record['sha256'])[:12]}...); nothing changed",
+            "pick another backup (inv backup.list) and investigate the storage",
+        )
+    return path
+
+
+def pg_restore_from(s: Session, pg: Postgres, path: Path, args: tuple[str, ...], what: str) -> None:
+    """zstd -dc FILE | pg_restore ARGS, inside the server's container; any stage failing fails."""
+    with path.open("rb") as source, tempfile.TemporaryFile() as err:
+        unzip = subprocess.Popen(("zstd", "-q", "-dc"), stdin=source, stdout=subprocess.PIPE,
+                                 stderr=err)  # fmt: skip
+        argv = pg.exec_argv("pg_restore", *args, stdin=True)
+        s.events.command(
+            f"[local] zstd -dc {path.name} | {' '.join(argv)}", run=not s.runner.dry_run
+        )
+        restore = subprocess.run(argv, stdin=unzip.stdout, capture_output=True, check=False)
+        assert unzip.stdout is not None
+        unzip.stdout.close()
+        unzip_code = unzip.wait()
+        err.seek(0)
+        if unzip_code != 0 or restore.returncode != 0:
+            text = (restore.stderr.decode(errors="replace") or err.read().decode()).strip()
+            raise bk.BackupError(
+                f"{what} failed: {s.runner.masker(text.splitlines()[-1] if text else '-')}",
+                "pick another backup (inv backup.list)",
+            )
+
+
+def table_counts(pg: Postgres, db: str) -> dict[str, int]:
+    out = pg.sql(COUNTS_SQL, db)
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def swap(pg: Postgres, db: str, restored: str, keep_as: str) -> None:
+    """No new connections to `db`, terminate the open ones, then both renames in one
+    transaction: `db` is either the old database or the restored one, never missing."""
+    pg.sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false', mutates=True)
+    try:
+        pg.sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname IN ('{db}', '{restored}') AND pid <> pg_backend_pid()",
+            mutates=True,
+        )
+        pg.sql(
+            f'BEGIN; ALTER DATABASE "{db}" RENAME TO "{keep_as}"; '
+            f'ALTER DATABASE "{restored}" RENAME TO "{db}"; COMMIT;',
+            mutates=True,
+        )
+    except SuiteError:
+        pg.sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true', mutates=True)
+        raise
+    # the kept copy opens again for whoever needs to look into it (no service uses its name)
+    pg.sql(f'ALTER DATABASE "{keep_as}" ALLOW_CONNECTIONS true', mutates=True)
+
+
+@dataclass
+class RestoreOutcome:
+    database: str
+    backup: Mapping[str, object]
+    safety_backup: str
+    kept_as: str
+    counts: dict[str, int]
+    schema_version: int
+    seconds: float
+
+
+def restore_database(
+    s: Session,
+    pg: Postgres,
+    store: s3store.S3Settings,
+    s3: Any,
+    db: str,
+    record: Mapping[str, object],
+    confirm: Callable[[str], None],
+    wait_timeout: float = 120,
+) -> RestoreOutcome:
+    started = time.monotonic()
+    name = str(record["backup_id"])
+    with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
+        folder = Path(tmp)
+        with s.events.step(f"verify backup {name}: size, SHA-256, full read by pg_restore"):
+            path = fetch_verified(s, store, s3, record, folder)
+            pg_restore_from(s, pg, path, ("-f", "/dev/null"), f"reading backup {name}")
+        confirm(name)
+        if s.runner.dry_run:
+            s.events.command(f"[local] restore {name} into {db} (safety backup first)", run=False)
+            return RestoreOutcome(db, record, "", "", {}, 0, 0.0)
+        with s.events.step(f"safety backup of {db} as it is now"):
+            safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
+        restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
+        with s.events.step(f"restore into a new database {restored}"):
+            pg.sql(f'CREATE DATABASE "{restored}"', mutates=True)
+            try:
+                pg_restore_from(s, pg, path,
+                                ("--exit-on-error", "--no-owner", "-U", pg.user, "-d", restored),
+                                f"restoring {name}")  # fmt: skip
+                schema = int(pg.sql(SCHEMA_SQL, restored) or 0)
+                if record.get("schema_version") is not None and schema != record["schema_version"]:
+                    raise bk.BackupError(
+                        f"the restored {db} has schema version {schema}, the backup says "
+                        f"{record['schema_version']}; the live database was not touched"
+                    )
+                counts = table_counts(pg, restored)
+            except BaseException:
+                pg.sql(f'DROP DATABASE IF EXISTS "{restored}"', mutates=True)
+                raise
+        for table, rows in sorted(counts.items()):
+            s.events.info(f"  {table}: {rows} rows")
+        with s.events.step(f"swap {restored} in as {db} (the old one kept as {keep_as})"):
+            swap(pg, db, restored, keep_as)
+        restart_owner(s, pg, db, wait_timeout)
+    return RestoreOutcome(db, record, str(safety["backup_id"]), keep_as, counts, schema,
+                          time.monotonic() - started)  # fmt: skip
+
+
+def restart_owner(s: Session, pg: Postgres, db: str, wait_timeout: float) -> None:
+    """The service of `db` reconnects by itself; restarting it makes that certain, and its
+    readiness (database reachable) is checked before the restore counts as done."""
+    service = databases(s.config).get(db)
+    if service is None:
+        return
+    project = s.config.require("COMPOSE_PROJECT_NAME")
+    out = s.runner.run(Command(("docker", "ps", "--format", "{{.Names}}", "--filter",
+                                f"label=com.docker.compose.project={project}", "--filter",
+                                f"label=com.docker.compose.service={service}"),
+                               mutates=False)).stdout.split()  # fmt: skip
+    if not out:
+        return
+    with s.events.step(f"restart {service} and wait for its readiness"):
+        s.runner.run(Command(("docker", "restart", "--time", "20", *out), timeout=120))
+        status = wait_healthy(s.runner, out, wait_timeout)
+        if any(v != "healthy" for v in status.values()):
+            raise bk.BackupError(
+                f"{service} is not ready after the restore ({status}); the restored database "
+                f"is in place, the previous one is kept",
+                f"inv logs --service {service}",
+            )
+
+
+def drop_old_pre_restore(pg: Postgres, keep_days: int, now: dt.datetime) -> list[str]:
+    """Pre-restore copies older than `keep_days` go."""
+    names = pg.sql("SELECT datname FROM pg_database WHERE datname LIKE '%\\_pre\\_restore\\_%'")
+    gone = []
+    for name in names.split():
+        stamp = name.rsplit("_", 1)[-1]
+        try:
+            when = dt.datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+        if now - when > dt.timedelta(days=keep_days):
+            pg.sql(f'DROP DATABASE "{name}"', mutates=True)
+            gone.append(name)
+    return gone
+
+
+def open_s3(s: Session) -> tuple[s3store.S3Settings, Any]:
+    store = s3store.settings(s.config)
+    for value in (store.secret_access_key,):
+        if value:
+            s.runner.masker.add(value)
+    return store, s3store.client(store)

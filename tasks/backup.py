@@ -1,0 +1,116 @@
+"""Backup and restore tasks: inv backup, inv backup.list, inv restore."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from invoke import Collection
+
+from deploysuite import backup as bk
+from deploysuite import backuprun
+from deploysuite.cli import confirm, session, task
+from deploysuite.errors import SuiteError
+
+LIST_COLUMNS = ["backup_id", "database", "kind", "size", "schema", "finished"]
+
+
+def chosen_databases(config, db: str) -> list[str]:
+    known = list(backuprun.databases(config))
+    if db in ("", "all"):
+        return known
+    if db not in known:
+        raise SuiteError(f"unknown database {db!r}", f"use one of: {', '.join(known)} or all")
+    return [db]
+
+
+@task(
+    default=True,
+    iterable=["set_"],
+    help={"db": "One database (auth, chat, billing, analytics by default names) or all."},
+)
+def backup(c, env="local", db="all", dry_run=False, json=False, verbose=False, set_=None):
+    """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    names = chosen_databases(s.config, db)
+    pg = backuprun.postgres_for(s)
+    store, s3 = backuprun.open_s3(s)
+    records = [backuprun.backup_database(s, pg, store, s3, name) for name in names]
+    rows = [
+        {
+            "database": str(r.get("database")), "backup_id": str(r.get("backup_id")),
+            "size": bk.human_bytes(float(r.get("size") or 0)),  # type: ignore[arg-type]
+            "sha256": str(r.get("sha256", ""))[:16], "schema": str(r.get("schema_version", "")),
+        }
+        for r in records
+    ]  # fmt: skip
+    s.events.result(
+        rows, ["database", "backup_id", "size", "sha256", "schema"],
+        title=f"backups of '{env}' in s3://{store.bucket}/{store.prefix}/{env}/:",
+        extra={"env": env, "backups": records},
+    )  # fmt: skip
+
+
+@task(name="list", iterable=["set_"], help={"db": "One database, or all."})
+def list_(c, env="local", db="all", json=False, verbose=False, set_=None):
+    """List the complete backups (those with a manifest), newest first."""
+    s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    store, s3 = backuprun.open_s3(s)
+    found = [m for name in chosen_databases(s.config, db)
+             for m in backuprun.list_backups(store, s3, env, name)]  # fmt: skip
+    rows = [
+        {
+            "backup_id": str(m["backup_id"]), "database": str(m["database"]),
+            "kind": str(m.get("kind", "")),
+            "size": bk.human_bytes(float(m["size"])),  # type: ignore[arg-type]
+            "schema": str(m.get("schema_version", "")), "finished": str(m.get("finished", "")),
+        }
+        for m in sorted(found, key=lambda m: str(m["backup_id"]), reverse=True)
+    ]  # fmt: skip
+    s.events.result(rows, LIST_COLUMNS, title=f"backups of '{env}' ({len(rows)}):",
+                    extra={"env": env, "backups": found})  # fmt: skip
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "date": "Day of the backup, YYYYMMDD: the newest complete one of that day is taken.",
+        "db": "The database to restore (one; default auth's).",
+        "backup_id": "An exact backup (inv backup.list) instead of --date.",
+        "keep_days": "Days the replaced database is kept (renamed <db>_pre_restore_<time>).",
+    },
+)
+def restore(
+    c, env="local", date="", db="", backup_id="", yes=False, dry_run=False, json=False,
+    verbose=False, set_=None, keep_days=7,
+):  # fmt: skip
+    """Restore a database from S3: verify, safety backup, restore aside, verify, swap, restart."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    day = bk.parse_day(date) if date else None
+    name = db or s.config.require("AUTH_DB_NAME")
+    chosen_databases(s.config, name)
+    pg = backuprun.postgres_for(s)
+    store, s3 = backuprun.open_s3(s)
+    record = bk.choose(backuprun.list_backups(store, s3, env, name), day, backup_id or None, name)
+
+    def ask(backup_name: str) -> None:
+        s.events.info(f"restore {name} of '{env}' from {backup_name} (verified)")
+        if env == "production" and not dry_run:
+            confirm(f"replace database {name} on production", name, yes=yes)
+
+    outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask)
+    if not dry_run:
+        backuprun.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
+    s.events.result(
+        [{"table": t, "rows": str(n)} for t, n in sorted(outcome.counts.items())],
+        ["table", "rows"],
+        title=f"restored {name} of '{env}' from {record['backup_id']} in {outcome.seconds:.1f} s "
+        f"(schema {outcome.schema_version}; safety backup {outcome.safety_backup}; "
+        f"previous database kept as {outcome.kept_as})",
+        extra={"env": env, "database": name, "backup": record, "seconds": outcome.seconds,
+               "safety_backup": outcome.safety_backup, "kept_as": outcome.kept_as,
+               "counts": outcome.counts, "dry_run": dry_run},
+    )  # fmt: skip
+
+
+ns = Collection("backup", backup, list_)
+restore_task = restore
