@@ -244,3 +244,19 @@ def test_a_missing_bucket_is_one_clear_line(stack):
     result = stack.inv("backup", "--db", DB, S3_BUCKET="no-such-bucket")
     assert result.returncode == 10
     assert "no-such-bucket" in last_line(result) and "does not exist" in last_line(result)
+
+
+def test_the_seed_scripts_keep_their_interface(stack):
+    made = subprocess.run(["./scripts/backup.sh", "-b", DB, "--", "--json"], cwd=REPO,
+                          env=stack.env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    backup_id = json.loads(made.stdout)["backups"][0]["backup_id"]
+    listed = subprocess.run(["./scripts/restore.sh", "-l", "-b", DB], cwd=REPO, env=stack.env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0 and backup_id in listed.stdout
+    today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    argv = ["./scripts/restore.sh", "-d", today, "-b", DB]
+    restored = subprocess.run(argv, cwd=REPO, env=stack.env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr[-2000:]
+    assert f"from {backup_id}" in restored.stdout

@@ -1,0 +1,95 @@
+"""Backups: keys, dates, versions, which backup a restore takes (pure, no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from deploysuite import backup as bk
+
+NOW = dt.datetime(2024, 1, 15, 10, 42, 0, tzinfo=dt.UTC)
+
+
+def test_keys_live_under_the_suites_prefix_by_environment_database_and_day():
+    keys = bk.keys_for("mysaaschat/", "staging", "auth", bk.new_backup_id(NOW, "auth"))
+    assert keys.data == "mysaaschat/staging/postgres/auth/20240115/20240115T104200Z-auth.dump.zst"
+    assert keys.manifest.endswith("20240115T104200Z-auth.manifest.json")
+    assert keys.globals.endswith("20240115T104200Z-auth.globals.sql.zst")
+    assert bk.new_backup_id(NOW, "auth", "pre-restore") == "20240115T104200Z-auth-pre-restore"
+
+
+@pytest.mark.parametrize("text", ["2024-01-15", "20241301", "2024011", "", "yesterday"])
+def test_a_bad_date_is_one_clear_line(text):
+    with pytest.raises(bk.BackupError, match="bad date") as error:
+        bk.parse_day(text)
+    assert "YYYYMMDD" in (error.value.fix or "")
+
+
+def test_a_good_date():
+    assert bk.parse_day("20240115") == dt.date(2024, 1, 15)
+
+
+def test_versions_are_read_from_pg_dump_and_the_server():
+    assert bk.major_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)") == 15
+    assert bk.major_version("160002") == 16
+    assert bk.major_version("9.6.24") == 9
+
+
+def test_pg_dump_older_than_the_server_is_refused():
+    bk.check_versions(16, 15)
+    bk.check_versions(15, 15)
+    with pytest.raises(bk.BackupError, match="pg_dump 15 is older than the PostgreSQL 16"):
+        bk.check_versions(15, 16)
+
+
+def record(backup_id: str, kind: str = "scheduled", size: int = 10) -> dict[str, object]:
+    return {"backup_id": backup_id, "object": f"k/{backup_id}", "sha256": "ab" * 32,
+            "size": size, "kind": kind}  # fmt: skip
+
+
+BACKUPS = [
+    record("20240114T020000Z-auth"),
+    record("20240115T020000Z-auth"),
+    record("20240115T140000Z-auth"),
+    record("20240115T150000Z-auth-pre-restore", kind="pre-restore"),
+    record("20240120T020000Z-auth"),
+    {"backup_id": "20240115T230000Z-auth", "object": "k/x"},  # no checksum: not complete
+]
+
+
+def test_the_newest_complete_backup_of_the_day_is_taken():
+    chosen = bk.choose(BACKUPS, dt.date(2024, 1, 15), None, "auth")
+    assert chosen["backup_id"] == "20240115T140000Z-auth"
+
+
+def test_newest_overall_skips_a_restores_own_safety_copies_unless_named():
+    assert bk.choose(BACKUPS, None, None, "auth")["backup_id"] == "20240120T020000Z-auth"
+    named = bk.choose(BACKUPS, None, "20240115T150000Z-auth-pre-restore", "auth")
+    assert named["kind"] == "pre-restore"
+
+
+def test_a_day_without_a_backup_names_the_nearest_days():
+    with pytest.raises(bk.BackupError) as error:
+        bk.choose(BACKUPS, dt.date(2024, 1, 17), None, "auth")
+    assert "no backup of database auth on 20240117" in error.value.what
+    assert "nearest days with one: 20240115, 20240114, 20240120" in error.value.what
+
+
+def test_nothing_at_all_and_an_unknown_id():
+    with pytest.raises(bk.BackupError, match="has no complete backup"):
+        bk.choose([], None, None, "auth")
+    with pytest.raises(bk.BackupError, match="no complete backup 'nope'"):
+        bk.choose(BACKUPS, None, "nope", "auth")
+
+
+def test_restore_names_keep_the_time():
+    assert bk.restore_names("auth", NOW) == (
+        "auth_restoring_20240115104200",
+        "auth_pre_restore_20240115104200",
+    )
+
+
+def test_human_bytes():
+    assert bk.human_bytes(512) == "512 B"
+    assert bk.human_bytes(5 * 1024 * 1024) == "5.0 MiB"
