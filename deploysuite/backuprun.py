@@ -14,17 +14,18 @@ import datetime as dt
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploysuite import backup as bk
-from deploysuite import s3store
+from deploysuite import s3store, streams
 from deploysuite.cli import Session
 from deploysuite.errors import SuiteError
 from deploysuite.rollout import wait_healthy
-from deploysuite.runner import Command
+from deploysuite.runner import Command, Runner
 
 ZSTD_LEVEL = "3"
 DATABASE_KEYS = {  # service -> the config key naming its database
@@ -58,9 +59,11 @@ def databases(config: Any) -> dict[str, str]:
 
 @dataclass
 class Postgres:
-    """The stack's PostgreSQL server, reached inside its own container."""
+    """The stack's PostgreSQL server, reached inside its own container on the stack's host
+    (`runner` runs there: this machine, or the host over SSH)."""
 
     s: Session
+    runner: Runner
     container: str
     user: str
 
@@ -70,20 +73,29 @@ class Postgres:
     def sql(self, query: str, db: str = "postgres", mutates: bool = False) -> str:
         argv = self.exec_argv("psql", "-X", "-q", "-U", self.user, "-d", db,
                               "-v", "ON_ERROR_STOP=1", "-tAc", query)  # fmt: skip
-        return self.s.runner.run(Command(argv, mutates=mutates, timeout=120)).stdout.strip()
+        return self.runner.run(Command(argv, mutates=mutates, timeout=120)).stdout.strip()
 
     def exists(self, db: str) -> bool:
         return self.sql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") == "1"
 
+    def start(self, argv: tuple[str, ...]) -> streams.Process:
+        """A streamed process in the server's container: its stdout/stdin carry the data."""
+        if self.runner.transport is not None:
+            return self.runner.transport.start(argv)
+        return streams.LocalProcess(argv, stdin=subprocess.PIPE)
 
-def postgres_for(s: Session) -> Postgres:
-    if s.config.env != "local":
-        raise SuiteError(
-            f"backup and restore run against the local stack's engine; '{s.config.env}' is remote",
-            "run them on the environment's host (the backup service of the stack comes next)",
-        )
+
+@contextmanager
+def postgres_for(s: Session) -> Iterator[Postgres]:
     project = s.config.require("COMPOSE_PROJECT_NAME")
-    return Postgres(s, f"{project}-postgres-1", s.config.require("POSTGRES_USER"))
+    user = s.config.require("POSTGRES_USER")
+    if s.config.env == "local":
+        yield Postgres(s, s.runner, f"{project}-postgres-1", user)
+        return
+    from deploysuite.remotedeploy import connect
+
+    with connect(s) as target:
+        yield Postgres(s, target.runner, f"{project}-postgres-1", user)
 
 
 # --- backup -------------------------------------------------------------------------------
@@ -91,6 +103,7 @@ def postgres_for(s: Session) -> Postgres:
 
 def stream_to_s3(
     s: Session,
+    pg: Postgres,
     store: s3store.S3Settings,
     s3: Any,
     producer: tuple[str, ...],
@@ -98,14 +111,12 @@ def stream_to_s3(
     label: str,
     expected: int | None = None,
 ) -> s3store.Uploaded:
-    """producer | zstd -> S3. A producer that fails anywhere fails the upload before it
-    completes (the multipart upload is aborted): a dead pg_dump never yields an object."""
-    errors = [tempfile.TemporaryFile() for _ in range(2)]  # noqa: SIM115
-    dump = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=errors[0])
-    zstd = subprocess.Popen(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), stdin=dump.stdout,
-                            stdout=subprocess.PIPE, stderr=errors[1])  # fmt: skip
-    assert dump.stdout is not None and zstd.stdout is not None
-    dump.stdout.close()  # zstd holds it now; pg_dump gets SIGPIPE if zstd dies
+    """producer (in the server's container, on its host) | zstd (here) -> S3. A producer that
+    fails anywhere fails the upload before it completes (the multipart upload is aborted): a
+    dead pg_dump never yields an object."""
+    dump = pg.start(producer)
+    dump.close_stdin()
+    zstd, pump = streams.feeding(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), dump)
     started = time.monotonic()
 
     def progress(done: int) -> None:
@@ -113,15 +124,16 @@ def stream_to_s3(
         s.events.info(f"  {label}: {bk.human_bytes(done)} uploaded ({bk.human_bytes(rate)}/s)")
 
     def producers_ok() -> None:
-        for name, proc, err in (("pg_dump", dump, errors[0]), ("zstd", zstd, errors[1])):
+        if pump is not None:
+            pump.join(timeout=60)
+        for name, proc in (("pg_dump", dump), ("zstd", zstd)):
             code = proc.wait(timeout=60)
             if code != 0:
-                err.seek(0)
-                text = s.runner.masker(err.read().decode(errors="replace").strip())
+                text = s.runner.masker(proc.error_text())
                 raise bk.BackupError(
                     f"{label}: {name} exited {code}: {text.splitlines()[-1] if text else '-'}; "
                     "the upload was aborted, nothing was stored",
-                    "inv logs --service postgres",
+                    f"inv logs --env={s.config.env} --service postgres",
                 )
 
     try:
@@ -132,12 +144,8 @@ def stream_to_s3(
             before_complete=producers_ok,
         )  # fmt: skip
     finally:
-        for proc in (dump, zstd):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for err in errors:
-            err.close()
+        dump.kill()
+        zstd.kill()
 
 
 def backup_database(
@@ -152,7 +160,7 @@ def backup_database(
         if aborted:
             s.events.info(f"  {db}: aborted {aborted} incomplete upload(s) left by an "
                           "interrupted backup")  # fmt: skip
-    client = pg.s.runner.run(Command(pg.exec_argv("pg_dump", "--version"), mutates=False)).stdout
+    client = pg.runner.run(Command(pg.exec_argv("pg_dump", "--version"), mutates=False)).stdout
     server = pg.sql("SHOW server_version_num")
     bk.check_versions(bk.major_version(client), bk.major_version(server))
     size = int(pg.sql(f"SELECT pg_database_size('{db}')") or 0)
@@ -160,15 +168,16 @@ def backup_database(
     backup_id = bk.new_backup_id(started, db, "" if kind == "scheduled" else kind)
     keys = bk.keys_for(store.prefix, s.config.env, db, backup_id)
     if s.runner.dry_run:
-        s.events.command(f"[local] pg_dump -Fc {db} | zstd | s3 put {keys.data}", run=False)
+        s.events.command(f"[{pg.runner.host}] pg_dump -Fc {db} | zstd | s3 put {keys.data}",
+                         run=False)  # fmt: skip
         return {"backup_id": backup_id, "database": db, "dry_run": True}
     with s.events.step(f"back up {db} ({bk.human_bytes(size)} in the server)"):
         data = stream_to_s3(
-            s, store, s3, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
+            s, pg, store, s3, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
             keys.data, db, expected=size,
         )  # fmt: skip
         roles = stream_to_s3(
-            s, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
+            s, pg, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
             keys.globals, f"{db} globals",
         )  # fmt: skip
     record = bk.manifest(
@@ -218,25 +227,25 @@ def fetch_verified(
 
 
 def pg_restore_from(s: Session, pg: Postgres, path: Path, args: tuple[str, ...], what: str) -> None:
-    """zstd -dc FILE | pg_restore ARGS, inside the server's container; any stage failing fails."""
-    with path.open("rb") as source, tempfile.TemporaryFile() as err:
-        unzip = subprocess.Popen(("zstd", "-q", "-dc"), stdin=source, stdout=subprocess.PIPE,
-                                 stderr=err)  # fmt: skip
-        argv = pg.exec_argv("pg_restore", *args, stdin=True)
-        s.events.command(
-            f"[local] zstd -dc {path.name} | {' '.join(argv)}", run=not s.runner.dry_run
-        )
-        restore = subprocess.run(argv, stdin=unzip.stdout, capture_output=True, check=False)
-        assert unzip.stdout is not None
-        unzip.stdout.close()
-        unzip_code = unzip.wait()
-        err.seek(0)
-        if unzip_code != 0 or restore.returncode != 0:
-            text = (restore.stderr.decode(errors="replace") or err.read().decode()).strip()
-            raise bk.BackupError(
-                f"{what} failed: {s.runner.masker(text.splitlines()[-1] if text else '-')}",
-                "pick another backup (inv backup.list)",
-            )
+    """zstd -dc FILE (here) | pg_restore ARGS (in the server's container, on its host)."""
+    argv = pg.exec_argv("pg_restore", *args, stdin=True)
+    s.events.command(f"[{pg.runner.host}] zstd -dc {path.name} | {' '.join(argv)}", run=True)
+    with path.open("rb") as source:
+        unzip = streams.LocalProcess(("zstd", "-q", "-dc"), stdin=source)
+        restore = pg.start(argv)
+        pumping = streams.pump(unzip.stdout, restore)
+        try:
+            pumping.join()
+            codes = (unzip.wait(), restore.wait())
+            if any(codes):
+                text = restore.error_text() or unzip.error_text()
+                raise bk.BackupError(
+                    f"{what} failed: {s.runner.masker(text.splitlines()[-1] if text else '-')}",
+                    "pick another backup (inv backup.list)",
+                )
+        finally:
+            unzip.kill()
+            restore.kill()
 
 
 def table_counts(pg: Postgres, db: str) -> dict[str, int]:
@@ -333,15 +342,15 @@ def restart_owner(s: Session, pg: Postgres, db: str, wait_timeout: float) -> Non
     if service is None:
         return
     project = s.config.require("COMPOSE_PROJECT_NAME")
-    out = s.runner.run(Command(("docker", "ps", "--format", "{{.Names}}", "--filter",
+    out = pg.runner.run(Command(("docker", "ps", "--format", "{{.Names}}", "--filter",
                                 f"label=com.docker.compose.project={project}", "--filter",
                                 f"label=com.docker.compose.service={service}"),
                                mutates=False)).stdout.split()  # fmt: skip
     if not out:
         return
     with s.events.step(f"restart {service} and wait for its readiness"):
-        s.runner.run(Command(("docker", "restart", "--time", "20", *out), timeout=120))
-        status = wait_healthy(s.runner, out, wait_timeout)
+        pg.runner.run(Command(("docker", "restart", "--time", "20", *out), timeout=120))
+        status = wait_healthy(pg.runner, out, wait_timeout)
         if any(v != "healthy" for v in status.values()):
             raise bk.BackupError(
                 f"{service} is not ready after the restore ({status}); the restored database "

@@ -401,12 +401,9 @@ def migrate_release(t: Target, release_id: str, wait_timeout: int) -> dict[str, 
     to_migrate = [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
     if not to_migrate:
         return {}
-    t.runner.events.info(
-        "  no backup before migrations: the backup task is not part of this version "
-        "(migrations are additive, so the previous release still runs on the new schema)"
-    )
     with t.runner.events.step("data stores"):
         up(t.runner, stack, {}, DATA_STORES, wait_timeout)
+    backup_before_migrations(t, to_migrate)
     versions = {}
     with t.runner.events.step(f"migrations of {', '.join(to_migrate)}"):
         for service in to_migrate:
@@ -415,6 +412,50 @@ def migrate_release(t: Target, release_id: str, wait_timeout: int) -> dict[str, 
             match = re.search(r"schema (\S+?)[,)]", summary)
             versions[service] = match.group(1) if match else "?"
     return versions
+
+
+def backup_before_migrations(t: Target, services: list[str]) -> list[str]:
+    """A backup of each database whose migrations are about to run (kind pre-migration), to
+    S3, before the first statement; a database that does not exist yet has nothing to keep."""
+    from deploysuite import backuprun
+
+    config, events = t.config, t.runner.events
+    if not config.get("S3_BUCKET"):
+        events.info("  no backup before migrations: S3_BUCKET is not set (see "
+                    "docs/deployment/database-backup.md)")  # fmt: skip
+        return []
+    owners = {service: db for db, service in backuprun.databases(config).items()}
+    pg = backuprun.Postgres(
+        _session(t), t.runner, f"{t.project}-postgres-1", config.require("POSTGRES_USER")
+    )
+    store, s3 = backuprun.open_s3(pg.s)
+    made = []
+    for service in services:
+        db = owners.get(service)
+        if db is None or (not t.runner.dry_run and not pg.exists(db)):
+            continue
+        record = backuprun.backup_database(pg.s, pg, store, s3, db, kind="pre-migration")
+        made.append(str(record["backup_id"]))
+    return made
+
+
+def _session(t: Target) -> Session:
+    return Session(t.config, t.runner.events, t.runner)
+
+
+def copy_manifest_to_s3(t: Target, record: Mapping[str, object]) -> None:
+    """The release's manifest beside the backups, when S3 is configured: the record of what
+    ran survives the host. A failure is a warning: the release is live either way."""
+    from deploysuite import s3store
+
+    if not t.config.get("S3_BUCKET"):
+        return
+    try:
+        store = s3store.settings(t.config)
+        key = store.key(t.config.env, "releases", f"{record['release']}.manifest.json")
+        s3store.put_json(s3store.client(store), store.bucket, key, record, sse=store.sse)
+    except SuiteError as exc:
+        t.runner.events.info(f"warning: the manifest was not copied to S3: {exc.what}")
 
 
 # --- deploy -------------------------------------------------------------------------------
@@ -566,7 +607,9 @@ def ship(
             outcome.dry_run = True
             outcome.outcome = "planned" if outcome.failure is None else result
         else:
-            write_manifest(t, rel.finished(record, result, dt.datetime.now(dt.UTC)))
+            final = rel.finished(record, result, dt.datetime.now(dt.UTC))
+            write_manifest(t, final)
+            copy_manifest_to_s3(t, final)
         return outcome
 
 

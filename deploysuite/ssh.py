@@ -20,6 +20,7 @@ import paramiko
 import yaml
 
 from deploysuite.errors import ConfigError, SuiteError
+from deploysuite.streams import RemoteProcess
 
 
 class SshError(SuiteError):
@@ -194,6 +195,15 @@ class SshConnection:
         out = stdout.read().decode(errors="replace")
         err = stderr.read().decode(errors="replace")
         return stdout.channel.recv_exit_status(), out, err
+
+    def start(self, argv: tuple[str, ...]) -> RemoteProcess:
+        """A command whose stdin and stdout are streamed (backups, restores): bytes flow
+        through the channel as they come, never held whole in memory."""
+        transport = self.client.get_transport()
+        assert transport is not None
+        channel = transport.open_session()
+        channel.exec_command(shlex.join(argv))
+        return RemoteProcess(channel)
 
     def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
         """Write a file on the host, created with `mode` before any byte lands in it."""

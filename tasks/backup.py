@@ -32,9 +32,9 @@ def backup(c, env="local", db="all", dry_run=False, json=False, verbose=False, s
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     names = chosen_databases(s.config, db)
-    pg = backuprun.postgres_for(s)
     store, s3 = backuprun.open_s3(s)
-    records = [backuprun.backup_database(s, pg, store, s3, name) for name in names]
+    with backuprun.postgres_for(s) as pg:
+        records = [backuprun.backup_database(s, pg, store, s3, name) for name in names]
     rows = [
         {
             "database": str(r.get("database")), "backup_id": str(r.get("backup_id")),
@@ -88,7 +88,6 @@ def restore(
     day = bk.parse_day(date) if date else None
     name = db or s.config.require("AUTH_DB_NAME")
     chosen_databases(s.config, name)
-    pg = backuprun.postgres_for(s)
     store, s3 = backuprun.open_s3(s)
     record = bk.choose(backuprun.list_backups(store, s3, env, name), day, backup_id or None, name)
 
@@ -97,9 +96,10 @@ def restore(
         if env == "production" and not dry_run:
             confirm(f"replace database {name} on production", name, yes=yes)
 
-    outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask)
-    if not dry_run:
-        backuprun.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
+    with backuprun.postgres_for(s) as pg:
+        outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask)
+        if not dry_run:
+            backuprun.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
     s.events.result(
         [{"table": t, "rows": str(n)} for t, n in sorted(outcome.counts.items())],
         ["table", "rows"],

@@ -63,8 +63,10 @@ class Receiver:
 
 
 class Remote:
-    def __init__(self, ssh_host, registry, workdir: Path) -> None:
+    def __init__(self, ssh_host, registry, s3, workdir: Path) -> None:
         self.ssh = ssh_host
+        self.s3 = s3
+        self.bucket = s3.new_bucket()
         self.workdir = workdir
         self.project = f"rd{os.getpid()}"
         self.https = free_port()
@@ -88,6 +90,10 @@ class Remote:
             "NOTIFY_WEBHOOK_URL": self.receiver.url,
             "DEPLOY_PRE_HOOK": f'echo "pre $DEPLOY_ENV $DEPLOY_RELEASE" >> {self.hooks}',
             "DEPLOY_POST_HOOK": f'echo "post $DEPLOY_OUTCOME $DEPLOY_RELEASE" >> {self.hooks}',
+            "S3_ENDPOINT_URL": s3.endpoint,
+            "S3_BUCKET": self.bucket,
+            "S3_ACCESS_KEY_ID": s3.access_key,
+            "S3_SECRET_ACCESS_KEY": s3.secret_key,
         }
         self.env_dir = f"{self.root}/loopback"
         self.ca_file = REPO / "build" / "loopback" / self.project / "tls" / "ca.pem"
@@ -142,8 +148,8 @@ class Remote:
 
 
 @pytest.fixture(scope="module")
-def remote(ssh_host, registry, base_images, tmp_path_factory):
-    r = Remote(ssh_host, registry, tmp_path_factory.mktemp("remote"))
+def remote(ssh_host, registry, s3, base_images, tmp_path_factory):
+    r = Remote(ssh_host, registry, s3, tmp_path_factory.mktemp("remote"))
     secrets_ok = r.inv("env.secrets", "--env=loopback")
     assert secrets_ok.returncode == 0, secrets_ok.stderr
     try:
@@ -332,3 +338,45 @@ def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
     forward = remote.inv("rollback", "--env=loopback", "--to", current[:17], "--no-smoke")
     assert forward.returncode == 0, forward.stderr[-3000:]
     assert remote.current() == current
+
+
+def s3_keys(remote) -> list[str]:
+    listing = remote.s3.client().list_objects_v2(Bucket=remote.bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def test_every_release_manifest_is_also_in_s3(remote):
+    keys = s3_keys(remote)
+    for item in remote.releases()["releases"]:
+        if item["outcome"] in ("deployed", "failed"):
+            assert f"mysaaschat/loopback/releases/{item['release']}.manifest.json" in keys
+
+
+def test_migrations_are_preceded_by_a_backup_of_their_database(remote):
+    # auth has no container on the host: its image may bring migrations, which run only after
+    # a backup of its database
+    subprocess.run(["docker", "rm", "-f", f"{remote.project}-auth-1"], capture_output=True)
+    for name in [n for n in remote.containers() if n.startswith(f"{remote.project}-auth-")]:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=True)
+    result = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stderr
+    assert text.index("back up auth") < text.index("migrations of auth")
+    backups = json.loads(remote.inv("backup.list", "--env=loopback", "--db", "auth",
+                                    "--json").stdout)["backups"]  # fmt: skip
+    assert [b["kind"] for b in backups] == ["pre-migration"]
+
+
+def test_backup_and_restore_of_a_remote_environment_over_ssh(remote):
+    made = remote.inv("backup", "--env=loopback", "--db", "chat", "--json")
+    assert made.returncode == 0, made.stderr[-3000:]
+    record = json.loads(made.stdout)["backups"][0]
+    restored = remote.inv("restore", "--env=loopback", "--db", "chat", "--backup-id",
+                          record["backup_id"], "--json")  # fmt: skip
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    report = json.loads(restored.stdout)
+    assert report["backup"]["backup_id"] == record["backup_id"]
+    assert "messages" in report["counts"]
+    assert "restart chat and wait for its readiness" in restored.stderr
+    status = remote.inv("status", "--env=loopback")
+    assert status.returncode == 0, status.stderr[-2000:]
