@@ -171,6 +171,48 @@ def choose(
     return candidates[0]
 
 
+def finished_at(record: Mapping[str, object]) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(record.get("finished") or record.get("started")))
+
+
+def to_prune(
+    manifests: Sequence[Mapping[str, object]], now: dt.datetime, days: int, keep: int
+) -> list[Mapping[str, object]]:
+    """Backups older than `days`, except the newest `keep` complete ones whatever their age
+    (a schedule that stopped must not let retention eat the last good backups)."""
+    ordered = complete(manifests)
+    cutoff = now - dt.timedelta(days=days)
+    return [m for m in ordered[max(keep, 1) :] if finished_at(m) < cutoff]
+
+
+def object_keys(record: Mapping[str, object]) -> list[str]:
+    """The manifest first: a half-deleted backup must not be listed as complete."""
+    manifest_key = str(record["object"]).removesuffix(".dump.zst") + ".manifest.json"
+    return [manifest_key, str(record["object"]), str(record.get("globals_object") or "")]
+
+
+def lifecycle_rules(
+    prefix: str, days: int, archive_after: int | None, archive_class: str
+) -> list[dict[str, object]]:
+    """The suite's one lifecycle rule, limited to its own prefix: expiry, abort of incomplete
+    multipart uploads after a day, and an optional move to an archive storage class."""
+    rule: dict[str, object] = {
+        "ID": "mysaaschat-backups",
+        "Filter": {"Prefix": prefix.strip("/") + "/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+    if archive_after:
+        if archive_after >= days:
+            raise BackupError(
+                f"archiving after {archive_after} days is pointless with expiry after {days}",
+                "give --archive-after fewer days than --days",
+            )
+        rule["Transitions"] = [{"Days": archive_after, "StorageClass": archive_class}]
+    return [rule]
+
+
 def restore_names(db: str, now: dt.datetime) -> tuple[str, str]:
     """The scratch database a restore fills, and the name the replaced one keeps."""
     stamp = f"{now.astimezone(dt.UTC):%Y%m%d%H%M%S}"

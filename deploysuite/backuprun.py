@@ -381,3 +381,18 @@ def open_s3(s: Session) -> tuple[s3store.S3Settings, Any]:
         if value:
             s.runner.masker.add(value)
     return store, s3store.client(store)
+
+
+def prune(
+    s: Session, store: s3store.S3Settings, s3: Any, db: str, days: int, keep: int
+) -> list[str]:
+    """Backups of `db` older than `days`, beyond the newest `keep`; only under the prefix."""
+    found = list_backups(store, s3, s.config.env, db)
+    gone = bk.to_prune(found, dt.datetime.now(dt.UTC), days, keep)
+    for record in gone:
+        keys = [k for k in bk.object_keys(record) if k]
+        if s.runner.dry_run:
+            s.events.command(f"[local] s3 delete {' '.join(keys)}", run=False)
+        else:
+            s3store.delete_keys(s3, store.bucket, keys, store.folder)
+    return [str(r["backup_id"]) for r in gone]

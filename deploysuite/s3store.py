@@ -428,3 +428,37 @@ def abort_incomplete(s3: S3Client, bucket: str, prefix: str) -> int:
                 continue  # completed or aborted by someone else meanwhile
         aborted += 1
     return aborted
+
+
+def apply_lifecycle(s3: S3Client, bucket: str, rules: Sequence[Mapping[str, Any]]) -> int:
+    """Put `rules` into the bucket's lifecycle configuration, replacing rules of the same ID
+    and keeping everyone else's (the configuration is one document per bucket); the number
+    of rules kept from others."""
+    from botocore.exceptions import ClientError
+
+    ours = {str(rule["ID"]) for rule in rules}
+    try:
+        with translated(s3, bucket):
+            current = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except S3Error as exc:
+        if "NoSuchLifecycleConfiguration" not in exc.what:
+            raise
+        current = []
+    except ClientError:  # pragma: no cover - translated() turns these into S3Error
+        current = []
+    others = [r for r in current if r.get("ID") not in ours]
+    with translated(s3, bucket):
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *rules]}
+        )
+    return len(others)
+
+
+def lifecycle(s3: S3Client, bucket: str) -> list[dict[str, Any]]:
+    try:
+        with translated(s3, bucket):
+            return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
+    except S3Error as exc:
+        if "NoSuchLifecycleConfiguration" in exc.what:
+            return []
+        raise

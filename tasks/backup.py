@@ -26,15 +26,28 @@ def chosen_databases(config, db: str) -> list[str]:
 @task(
     default=True,
     iterable=["set_"],
-    help={"db": "One database (auth, chat, billing, analytics by default names) or all."},
+    help={
+        "db": "One database (auth, chat, billing, analytics by default names) or all.",
+        "prune": "After every backup completed, apply the retention (see backup.prune).",
+        "days": "With --prune: retention in days.",
+        "keep": "With --prune: newest backups always kept, whatever their age.",
+    },
 )
-def backup(c, env="local", db="all", dry_run=False, json=False, verbose=False, set_=None):
+def backup(
+    c, env="local", db="all", dry_run=False, json=False, verbose=False, set_=None, prune=False,
+    days=30, keep=7,
+):  # fmt: skip
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     names = chosen_databases(s.config, db)
     store, s3 = backuprun.open_s3(s)
     with backuprun.postgres_for(s) as pg:
         records = [backuprun.backup_database(s, pg, store, s3, name) for name in names]
+    if prune:  # only here: every backup above completed and has its manifest
+        for name in names:
+            gone = backuprun.prune(s, store, s3, name, int(days), int(keep))
+            if gone:
+                s.events.info(f"  {name}: pruned {len(gone)} old backup(s)")
     rows = [
         {
             "database": str(r.get("database")), "backup_id": str(r.get("backup_id")),
@@ -112,5 +125,63 @@ def restore(
     )  # fmt: skip
 
 
-ns = Collection("backup", backup, list_)
+@task(
+    name="prune",
+    iterable=["set_"],
+    help={
+        "db": "One database, or all.",
+        "days": "Backups older than this many days go...",
+        "keep": "...except the newest N, which stay whatever their age.",
+    },
+)
+def prune_(c, env="local", db="all", days=30, keep=7, dry_run=False, json=False, set_=None):
+    """Apply the retention in S3: older than --days goes, the newest --keep always stay."""
+    s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
+    store, s3 = backuprun.open_s3(s)
+    rows = []
+    for name in chosen_databases(s.config, db):
+        for backup_id in backuprun.prune(s, store, s3, name, int(days), int(keep)):
+            rows.append({"database": name, "backup_id": backup_id})
+    verb = "would delete" if dry_run else "deleted"
+    s.events.result(rows, ["database", "backup_id"], title=f"{verb} {len(rows)} backup(s):",
+                    extra={"env": env, "deleted": rows, "dry_run": dry_run})  # fmt: skip
+
+
+@task(
+    name="lifecycle",
+    iterable=["set_"],
+    help={
+        "days": "Objects under the suite's prefix expire after this many days.",
+        "archive_after": "Move objects to --archive-class after this many days (0: never).",
+        "archive_class": "Storage class of the archive (e.g. GLACIER, DEEP_ARCHIVE).",
+    },
+)
+def lifecycle_(
+    c, env="local", days=30, archive_after=0, archive_class="GLACIER", dry_run=False,
+    json=False, set_=None,
+):  # fmt: skip
+    """Apply the S3 lifecycle rule of the suite's prefix (expiry, stale uploads, archive).
+
+    Incomplete multipart uploads are aborted after a day; other rules of the bucket are kept."""
+    from deploysuite import s3store
+
+    s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
+    store, s3 = backuprun.open_s3(s)
+    rules = bk.lifecycle_rules(store.prefix, int(days), int(archive_after) or None, archive_class)
+    if dry_run:
+        s.events.command(f"[local] s3 put-bucket-lifecycle {store.bucket} {rules}", run=False)
+        kept = 0
+    else:
+        kept = s3store.apply_lifecycle(s3, store.bucket, rules)
+    s.events.result(
+        [{"rule": str(r["ID"]), "prefix": str(r["Filter"]), "expiry_days": str(days),
+          "archive": f"{archive_class} after {archive_after} d" if archive_after else "-"}
+         for r in rules],
+        ["rule", "prefix", "expiry_days", "archive"],
+        title=f"lifecycle of s3://{store.bucket} ({kept} rule(s) of others kept):",
+        extra={"env": env, "rules": rules, "others_kept": kept, "dry_run": dry_run},
+    )  # fmt: skip
+
+
+ns = Collection("backup", backup, list_, prune_, lifecycle_)
 restore_task = restore

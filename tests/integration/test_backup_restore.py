@@ -260,3 +260,53 @@ def test_the_seed_scripts_keep_their_interface(stack):
                               timeout=300)  # fmt: skip
     assert restored.returncode == 0, restored.stderr[-2000:]
     assert f"from {backup_id}" in restored.stdout
+
+
+def age(stack, backup: dict, days: int) -> None:
+    """Make a backup look `days` old (its manifest's times): retention cannot wait a month."""
+    client = stack.s3.client()
+    key = backup["object"].removesuffix(".dump.zst") + ".manifest.json"
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
+    body = json.dumps({**backup, "started": when, "finished": when}).encode()
+    client.put_object(Bucket=stack.bucket, Key=key, Body=body)
+
+
+def test_retention_keeps_the_newest_and_never_leaves_the_prefix(stack):
+    client = stack.s3.client()
+    for foreign in ("other-team/db.dump", "mysaaschat-old/keep.me"):
+        client.put_object(Bucket=stack.bucket, Key=foreign, Body=b"not ours")
+    made = [json.loads(stack.inv("backup", "--db", DB, "--json").stdout)["backups"][0]
+            for _ in range(2)]  # fmt: skip
+    listed = json.loads(stack.inv("backup.list", "--db", DB, "--json").stdout)["backups"]
+    for backup in listed:
+        age(stack, backup, 40)  # every backup so far is past a 30-day retention
+    failed = stack.inv("backup", "--db", "missing", "--set", "AUTH_DB_NAME=missing", "--prune")
+    assert failed.returncode != 0
+    assert len(json.loads(stack.inv("backup.list", "--db", DB, "--json").stdout)["backups"]) == (
+        len(listed)
+    )  # a failed backup prunes nothing
+    result = stack.inv("backup.prune", "--db", DB, "--days", "30", "--keep", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    deleted = json.loads(result.stdout)["deleted"]
+    assert len(deleted) == len(listed) - 1
+    left = json.loads(stack.inv("backup.list", "--db", DB, "--json").stdout)["backups"]
+    assert [b["backup_id"] for b in left] == [made[-1]["backup_id"]]  # the newest stays
+    keys = stack.objects()
+    assert "other-team/db.dump" in keys and "mysaaschat-old/keep.me" in keys
+    assert not any(d["backup_id"] in k for d in deleted for k in keys)
+
+
+def test_lifecycle_rule_is_applied_beside_the_buckets_other_rules(stack):
+    client = stack.s3.client()
+    client.put_bucket_lifecycle_configuration(Bucket=stack.bucket, LifecycleConfiguration={
+        "Rules": [{"ID": "logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+                   "Expiration": {"Days": 7}}]})  # fmt: skip
+    result = stack.inv("backup.lifecycle", "--days", "30", "--archive-after", "7", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rules = {r["ID"]: r for r in
+             client.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]}  # fmt: skip
+    assert set(rules) == {"logs", "mysaaschat-backups"}
+    ours = rules["mysaaschat-backups"]
+    assert ours["Filter"] == {"Prefix": "mysaaschat/"} and ours["Expiration"] == {"Days": 30}
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert ours["Transitions"][0]["StorageClass"] == "GLACIER"

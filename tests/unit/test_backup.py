@@ -93,3 +93,34 @@ def test_restore_names_keep_the_time():
 def test_human_bytes():
     assert bk.human_bytes(512) == "512 B"
     assert bk.human_bytes(5 * 1024 * 1024) == "5.0 MiB"
+
+
+def aged(backup_id: str, days_old: int) -> dict[str, object]:
+    item = record(backup_id)
+    item["finished"] = (NOW - dt.timedelta(days=days_old)).isoformat()
+    return item
+
+
+def test_retention_drops_the_old_but_always_keeps_the_newest_n():
+    backups = [aged(f"2024010{i}T000000Z-auth", days_old=40 - i) for i in range(1, 10)]
+    # all nine are older than 30 days: only the newest three stay
+    gone = bk.to_prune(backups, NOW, days=30, keep=3)
+    assert [g["backup_id"] for g in gone] == [f"2024010{i}T000000Z-auth" for i in range(6, 0, -1)]
+    assert bk.to_prune(backups, NOW, days=60, keep=3) == []
+
+
+def test_a_backup_is_deleted_manifest_first():
+    keys = bk.object_keys({"object": "p/x.dump.zst", "globals_object": "p/x.globals.sql.zst"})
+    assert keys == ["p/x.manifest.json", "p/x.dump.zst", "p/x.globals.sql.zst"]
+
+
+def test_the_lifecycle_rule_stays_inside_the_prefix():
+    (rule,) = bk.lifecycle_rules("mysaaschat/", 30, None, "GLACIER")
+    assert rule["Filter"] == {"Prefix": "mysaaschat/"}
+    assert rule["Expiration"] == {"Days": 30}
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert "Transitions" not in rule
+    (archived,) = bk.lifecycle_rules("mysaaschat", 90, 30, "GLACIER")
+    assert archived["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER"}]
+    with pytest.raises(bk.BackupError, match="pointless"):
+        bk.lifecycle_rules("mysaaschat", 30, 30, "GLACIER")
