@@ -311,21 +311,7 @@ def restore_database(
             safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
         restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
         with s.events.step(f"restore into a new database {restored}"):
-            pg.sql(f'CREATE DATABASE "{restored}"', mutates=True)
-            try:
-                pg_restore_from(s, pg, path,
-                                ("--exit-on-error", "--no-owner", "-U", pg.user, "-d", restored),
-                                f"restoring {name}")  # fmt: skip
-                schema = int(pg.sql(SCHEMA_SQL, restored) or 0)
-                if record.get("schema_version") is not None and schema != record["schema_version"]:
-                    raise bk.BackupError(
-                        f"the restored {db} has schema version {schema}, the backup says "
-                        f"{record['schema_version']}; the live database was not touched"
-                    )
-                counts = table_counts(pg, restored)
-            except BaseException:
-                pg.sql(f'DROP DATABASE IF EXISTS "{restored}"', mutates=True)
-                raise
+            schema, counts = restore_into(s, pg, path, record, restored)
         for table, rows in sorted(counts.items()):
             s.events.info(f"  {table}: {rows} rows")
         with s.events.step(f"swap {restored} in as {db} (the old one kept as {keep_as})"):
@@ -333,6 +319,65 @@ def restore_database(
         restart_owner(s, pg, db, wait_timeout)
     return RestoreOutcome(db, record, str(safety["backup_id"]), keep_as, counts, schema,
                           time.monotonic() - started)  # fmt: skip
+
+
+def restore_into(
+    s: Session, pg: Postgres, path: Path, record: Mapping[str, object], target: str
+) -> tuple[int, dict[str, int]]:
+    """A new database `target` from the verified file, checked: its schema version must be the
+    manifest's. Returns it and every table's row count; on any failure `target` is dropped."""
+    pg.sql(f'CREATE DATABASE "{target}"', mutates=True)
+    try:
+        pg_restore_from(s, pg, path,
+                        ("--exit-on-error", "--no-owner", "-U", pg.user, "-d", target),
+                        f"restoring {record['backup_id']}")  # fmt: skip
+        schema = int(pg.sql(SCHEMA_SQL, target) or 0)
+        if record.get("schema_version") is not None and schema != record["schema_version"]:
+            raise bk.BackupError(
+                f"the restored {record['database']} has schema version {schema}, the backup "
+                f"says {record['schema_version']}; the live database was not touched"
+            )
+        return schema, table_counts(pg, target)
+    except BaseException:
+        pg.sql(f'DROP DATABASE IF EXISTS "{target}"', mutates=True)
+        raise
+
+
+@dataclass
+class DrillResult:
+    database: str
+    backup_id: str
+    age_hours: float
+    restore_seconds: float
+    rows: int
+
+    def row(self, rpo_hours: float, rto_hours: float) -> dict[str, str]:
+        return {
+            "database": self.database, "backup": self.backup_id,
+            "age": f"{self.age_hours:.1f} h",
+            "rpo": "ok" if self.age_hours <= rpo_hours else "MISSED",
+            "restore": f"{self.restore_seconds:.1f} s",
+            "rto": "ok" if self.restore_seconds <= rto_hours * 3600 else "MISSED",
+            "rows": str(self.rows),
+        }  # fmt: skip
+
+
+def drill(s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, db: str) -> DrillResult:
+    """The newest backup of `db` restored into a scratch database, verified, dropped: the
+    measured time is the RTO of that database, the backup's age its current RPO."""
+    record = bk.choose(list_backups(store, s3, s.config.env, db), None, None, db)
+    age = (dt.datetime.now(dt.UTC) - bk.finished_at(record)).total_seconds() / 3600
+    started = time.monotonic()
+    scratch = f"{db}_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    with (
+        tempfile.TemporaryDirectory(prefix="drill-") as tmp,
+        s.events.step(f"drill {db}: {record['backup_id']} into {scratch}"),
+    ):
+        path = fetch_verified(s, store, s3, record, Path(tmp))
+        _, counts = restore_into(s, pg, path, record, scratch)
+        seconds = time.monotonic() - started
+        pg.sql(f'DROP DATABASE "{scratch}"', mutates=True)
+    return DrillResult(db, str(record["backup_id"]), age, seconds, sum(counts.values()))
 
 
 def restart_owner(s: Session, pg: Postgres, db: str, wait_timeout: float) -> None:

@@ -310,3 +310,16 @@ def test_lifecycle_rule_is_applied_beside_the_buckets_other_rules(stack):
     assert ours["Filter"] == {"Prefix": "mysaaschat/"} and ours["Expiration"] == {"Days": 30}
     assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert ours["Transitions"][0]["StorageClass"] == "GLACIER"
+
+
+def test_dr_drill_restores_into_a_scratch_database_and_checks_the_targets(stack):
+    assert stack.inv("backup", "--db", DB).returncode == 0
+    before = stack.databases()
+    ok = stack.inv("dr.drill", "--db", DB, "--json")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    (row,) = json.loads(ok.stdout)["results"]
+    assert row["rpo"] == "ok" and row["rto"] == "ok" and int(row["rows"]) >= 5002
+    assert stack.databases() == before  # the scratch database is gone
+    missed = stack.inv("dr.drill", "--db", DB, "--rto-hours", "0.000001")
+    assert missed.returncode == 1
+    assert "DR targets missed: auth rto" in last_line(missed)

@@ -1,0 +1,42 @@
+"""Disaster-recovery drills: prove the backups restore, and how fast."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from deploysuite import backuprun
+from deploysuite.cli import session, task
+from deploysuite.errors import ChecksFailed
+from tasks.backup import chosen_databases
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "db": "One database, or all.",
+        "rto_hours": "Recovery time objective: a restore must take no longer.",
+        "rpo_hours": "Recovery point objective: the newest backup must be no older.",
+    },
+)
+def drill(c, env="local", db="all", rto_hours=2.0, rpo_hours=6.0, json=False, verbose=False,
+          set_=None):  # fmt: skip
+    """Restore the newest backups into scratch databases, verify them, measure RTO and RPO."""
+    s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    store, s3 = backuprun.open_s3(s)
+    with backuprun.postgres_for(s) as pg:
+        results = [backuprun.drill(s, pg, store, s3, name)
+                   for name in chosen_databases(s.config, db)]  # fmt: skip
+    rows = [r.row(float(rpo_hours), float(rto_hours)) for r in results]
+    s.events.result(
+        rows, ["database", "backup", "age", "rpo", "restore", "rto", "rows"],
+        title=f"DR drill of '{env}' (targets: RPO {rpo_hours} h, RTO {rto_hours} h):",
+        extra={"env": env, "rpo_hours": rpo_hours, "rto_hours": rto_hours, "results": rows},
+    )  # fmt: skip
+    missed = [f"{r['database']} {k}" for r in rows for k in ("rpo", "rto") if r[k] != "ok"]
+    if missed:
+        raise ChecksFailed(f"DR targets missed: {', '.join(missed)}",
+                           f"inv backup --env={env}; schedule backups at least every "
+                           f"{rpo_hours} h")  # fmt: skip
+
+
+ns = Collection("dr", drill)
