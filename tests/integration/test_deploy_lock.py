@@ -27,6 +27,14 @@ from deploysuite.lock import (
 from deploysuite.ssh import Host, SshConnection
 
 pytestmark = pytest.mark.integration
+
+
+def like_a_terminal() -> None:
+    """Ctrl-C reaches the child as in a terminal, even when this run was started with SIGINT
+    ignored (a background job of a non-interactive shell ignores it, and so would the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -102,6 +110,7 @@ def test_interrupted_deploy_releases_the_lock(ssh_host, host, path, signum):
         [sys.executable, "-c", HOLDER, host.address, str(host.port), host.user,
          str(host.key_file), str(host.known_hosts), path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=like_a_terminal,
     )  # fmt: skip
     assert proc.stdout.readline().strip() == "locked"
     with SshConnection(host) as conn:

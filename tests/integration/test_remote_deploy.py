@@ -33,6 +33,14 @@ from deploysuite.ssh import Host, SshConnection
 from tests.integration.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
+
+
+def like_a_terminal() -> None:
+    """Ctrl-C reaches the child as in a terminal, even when this run was started with SIGINT
+    ignored (a background job of a non-interactive shell ignores it, and so would the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 ROLLING = ("auth", "chat", "billing", "analytics", "orchestrator", "email-worker")
 
 
@@ -299,6 +307,7 @@ def test_ctrl_c_mid_deploy_rolls_back_and_releases_the_lock(remote):
         [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=loopback",
          "--no-smoke", "--set", "LOG_LEVEL=INFO"],
         cwd=REPO, env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=like_a_terminal,
     )  # fmt: skip
     lines: list[str] = []
     assert proc.stderr is not None
