@@ -9,7 +9,7 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -400,20 +400,24 @@ def apply_changes(
     wait_timeout: int,
     rolling: bool,
     env_name: str = "local",
+    before_roll: Callable[[], None] | None = None,
 ) -> None:
     """Bring the planned changes about. Services that are down or new have no traffic to
     protect: they start first (nginx cannot reload while an upstream name does not resolve).
     Services that run and change are then replaced beside their old container, one at a time,
     so no request is dropped; compose finally brings up whatever is left (nginx, data stores).
+    before_roll() runs once those are up, before the first replacement.
     Raises RolloutFailed or CommandFailed; nginx is reloaded by the caller afterwards."""
     events = runner.events
     to_roll = rolling_candidates(state, changes) if rolling else []
     starting = [
         s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
     ]
-    if starting and to_roll:
+    if starting:
         with events.step(f"start {', '.join(starting)}"):
             up(runner, stack, env, starting, wait_timeout, no_deps=True)
+    if before_roll is not None:  # every upstream name resolves now: nginx can check its files
+        before_roll()
     for service in to_roll:
         with events.step(f"roll {service} ({changes[service]})"):
             summary = roll(

@@ -380,15 +380,20 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     # The running nginx (when it stays) checks the new configuration before anything reloads.
     keeps_nginx = "nginx" not in changes and nginx_running(t)
     activate_config(t, release_id)
-    if keeps_nginx:
-        check_nginx(t)
+
+    def check() -> None:
+        if keeps_nginx:
+            check_nginx(t)
+
     if not changes:
+        check()
         if keeps_nginx:
             reload_nginx(t.runner, stack, {})
         return changes
     for service, why in changes.items():
         t.runner.events.info(f"  {service}: {why}")
-    apply_changes(t.runner, stack, {}, state, changes, wait_timeout, rolling, t.config.env)
+    apply_changes(t.runner, stack, {}, state, changes, wait_timeout, rolling, t.config.env,
+                  before_roll=check)  # fmt: skip
     reload_nginx(t.runner, stack, {})
     return changes
 
