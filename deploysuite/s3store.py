@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol, cast
 from deploysuite.config import Config
 from deploysuite.errors import ConfigError, S3Error
 
+IN_FLIGHT = 2  # parts uploading while the next one is read
 MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts, except the last
 S3_MAX_PART = 5 * 1024 * MiB
@@ -248,7 +250,11 @@ def upload_stream(
     on_progress: Callable[[int], None] | None = None,
     before_complete: Callable[[], None] | None = None,
 ) -> Uploaded:
-    """Stream `reader` to s3://bucket/key as a multipart upload, one part in memory at a time.
+    """Stream `reader` to s3://bucket/key as a multipart upload.
+
+    Reading and uploading overlap: while up to IN_FLIGHT parts travel to S3 (each in its own
+    thread), the next part is read, so the producer rarely waits on the network. Memory stays
+    bounded by IN_FLIGHT + 1 parts, whatever the stream's size.
 
     Any exception, KeyboardInterrupt and the reader's own included, aborts the upload and is
     raised again: no object and no incomplete upload remain. An empty stream is an error.
@@ -257,7 +263,7 @@ def upload_stream(
     """
     started = time.monotonic()
     digest = hashlib.sha256()
-    buffer = bytearray(part_size)  # the one part buffer, reused for every part
+    buffer = bytearray(part_size)
     filled = fill(reader, buffer)
     if filled == 0:
         raise S3Error(
@@ -269,36 +275,48 @@ def upload_stream(
         create["ServerSideEncryption"] = sse
     with translated(s3, bucket, key):
         upload_id = s3.create_multipart_upload(**create)["UploadId"]
+        pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
         try:
-            parts: list[dict[str, Any]] = []
+            futures: list[Future[Any]] = []
             size = 0
             while filled:
-                if len(parts) == S3_MAX_PARTS:
+                if len(futures) == S3_MAX_PARTS:
                     raise S3Error(
                         f"s3://{bucket}/{key}: the stream needs more than {S3_MAX_PARTS} parts "
                         f"of {part_size // MiB} MiB",
                         "raise S3_PART_SIZE_MB",
                     )
-                if filled < len(buffer):  # the last part
-                    del buffer[filled:]
-                digest.update(buffer)
-                number = len(parts) + 1
-                response = s3.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=buffer
-                )
-                parts.append({"ETag": response["ETag"], "PartNumber": number})
+                part = bytes(buffer[:filled])
+                digest.update(part)
+                in_flight = [f for f in futures if not f.done()]
+                if len(in_flight) >= IN_FLIGHT:
+                    wait(in_flight, return_when=FIRST_COMPLETED)
+                for done in (f for f in futures if f.done()):
+                    done.result()  # a failed part fails the upload now, not at the end
+                futures.append(pool.submit(
+                    s3.upload_part, Bucket=bucket, Key=key, UploadId=upload_id,
+                    PartNumber=len(futures) + 1, Body=part,
+                ))  # fmt: skip
+                del part
                 size += filled
                 if on_progress is not None:
                     on_progress(size)
-                filled = fill(reader, buffer) if len(buffer) == part_size else 0
+                filled = fill(reader, buffer) if filled == part_size else 0
+            parts = [
+                {"ETag": f.result()["ETag"], "PartNumber": number}
+                for number, f in enumerate(futures, start=1)
+            ]
             if before_complete is not None:  # the producer's last word: it may still fail
                 before_complete()
             s3.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException as exc:
+            pool.shutdown(wait=True, cancel_futures=True)
             abort_upload(s3, bucket, key, upload_id, exc)
             raise
+        finally:
+            pool.shutdown(wait=True)
     return Uploaded(size, digest.hexdigest(), len(parts), time.monotonic() - started)
 
 
