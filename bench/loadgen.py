@@ -95,18 +95,29 @@ class Load:
         self.listeners: list[asyncio.Task[None]] = []
         self.drivers: list[asyncio.Task[None]] = []  # the probe schedule and the publisher
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.retried = 0  # requests retried once after the server closed an idle connection
 
     async def _timed(self, method: str, path: str, **kw: Any) -> int | str:
         """Status of one request, or the name of the error that ended it; latency recorded."""
         started = time.monotonic()
-        try:
-            async with self.session.request(
-                method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kw
-            ) as response:
-                await response.read()
-                outcome: int | str = response.status
-        except Exception as exc:  # every error is a failed request, named by its type
-            outcome = type(exc).__name__
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(
+                    method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kw
+                ) as response:
+                    await response.read()
+                    outcome: int | str = response.status
+            except aiohttp.ServerDisconnectedError as exc:
+                # An idle keepalive connection the server closed as the request went out (an
+                # old nginx worker during a graceful reload): retried once on a new
+                # connection, as browsers and HTTP clients do; counted apart.
+                outcome = type(exc).__name__
+                if attempt == 1:
+                    self.retried += 1
+                    continue
+            except Exception as exc:  # every other error is a failed request, named by type
+                outcome = type(exc).__name__
+            break
         self.latencies.append((time.monotonic() - started) * 1000)
         return outcome
 
@@ -242,6 +253,7 @@ class Load:
             "messages_sent": len(self.acknowledged),
             "messages_lost": lost_messages(self.acknowledged, [c.received for c in self.clients]),
             "ws_reconnects": sum(c.reconnects for c in self.clients),
+            "retried_on_closed_connection": self.retried,
             "failures": dict(self.failures),
         }
 

@@ -286,13 +286,13 @@ def upload_stream(
                         f"of {part_size // MiB} MiB",
                         "raise S3_PART_SIZE_MB",
                     )
-                part = bytes(buffer[:filled])
-                digest.update(part)
                 in_flight = [f for f in futures if not f.done()]
-                if len(in_flight) >= IN_FLIGHT:
+                if len(in_flight) >= IN_FLIGHT:  # a free slot first: then copy the part
                     wait(in_flight, return_when=FIRST_COMPLETED)
                 for done in (f for f in futures if f.done()):
                     done.result()  # a failed part fails the upload now, not at the end
+                part = bytes(memoryview(buffer)[:filled])  # one copy, not two
+                digest.update(part)
                 futures.append(pool.submit(
                     s3.upload_part, Bucket=bucket, Key=key, UploadId=upload_id,
                     PartNumber=len(futures) + 1, Body=part,

@@ -278,7 +278,8 @@ def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
     # the failed check says why: readiness answered 503 naming the database
     assert "last healthcheck of" in broken.stderr and "ready 503" in broken.stderr
     assert remote.current() == current and remote.containers() == before
-    assert background.report["failed"] == 0 and background.report["messages_lost"] == 0
+    assert background.report["failed"] == 0, background.report
+    assert background.report["messages_lost"] == 0, background.report
     failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
     assert failed and failed[-1]["previous"] == current
     audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
@@ -342,7 +343,8 @@ def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
     assert report["outcome"] == "rolled back to" and report["release"] == previous
     assert all(row["result"] == "pass" for row in report["smoke"])
     assert remote.current() == previous
-    assert background.report["failed"] == 0 and background.report["messages_lost"] == 0
+    assert background.report["failed"] == 0, background.report
+    assert background.report["messages_lost"] == 0, background.report
     # and forward again by a prefix of the release id
     forward = remote.inv("rollback", "--env=loopback", "--to", current[:17], "--no-smoke")
     assert forward.returncode == 0, forward.stderr[-3000:]
