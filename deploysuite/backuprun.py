@@ -28,12 +28,6 @@ from deploysuite.rollout import wait_healthy
 from deploysuite.runner import Command, Runner
 
 ZSTD_LEVEL = "3"
-DATABASE_KEYS = {  # service -> the config key naming its database
-    "auth": "AUTH_DB_NAME",
-    "chat": "CHAT_DB_NAME",
-    "billing": "BILLING_DB_NAME",
-    "analytics": "ANALYTICS_DB_NAME",
-}
 SCHEMA_SQL = (
     "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 "
     "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END"
@@ -422,9 +416,8 @@ def drop_old_pre_restore(pg: Postgres, keep_days: int, now: dt.datetime) -> list
 
 def open_s3(s: Session) -> tuple[s3store.S3Settings, Any]:
     store = s3store.settings(s.config)
-    for value in (store.secret_access_key,):
-        if value:
-            s.runner.masker.add(value)
+    if store.secret_access_key:
+        s.runner.masker.add(store.secret_access_key)
     return store, s3store.client(store)
 
 

@@ -162,7 +162,7 @@ def to_prune(release_ids: Iterable[str], keep: int, protected: Iterable[str | No
 
 def deployable(releases: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
     """Releases that once went live, newest first: the ones a rollback may return to."""
-    ok = [r for r in releases if r.get("outcome") in ("deployed", "rolled back to")]
+    ok = [r for r in releases if r.get("outcome") == "deployed"]
     return sorted(ok, key=lambda r: str(r.get("release")), reverse=True)
 
 

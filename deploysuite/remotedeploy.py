@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from deploysuite.registry import push_all, registry_host
 from deploysuite.remote import hosts_for
 from deploysuite.runner import Command, Runner
 from deploysuite.service_build import build_services, git_version
-from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
+from deploysuite.service_env import SERVICE_VARIABLES, render_services_env, service_environment
 from deploysuite.service_images import SERVICES
 from deploysuite.smoke import CheckResult, run_smoke
 from deploysuite.ssh import SshConnection
@@ -198,7 +197,7 @@ def compose_variables_env(
 
 
 def release_files(
-    config: Config, images: Mapping[str, str], layout: rel.Layout, scratch: Path
+    config: Config, images: Mapping[str, str], layout: rel.Layout
 ) -> dict[str, bytes]:
     """Relative path -> bytes of everything the release puts on the host."""
     compose_text = (config.root / COMPOSE_FILE).read_text(encoding="utf-8")
@@ -206,11 +205,10 @@ def release_files(
         service: service_environment(for_service(config, service), service)
         for service in SERVICE_VARIABLES
     }
-    write_services_env(scratch / "services.env.yml", environments)
     files = {
         COMPOSE_FILE: compose_text.encode(),
         ".env": rel.dotenv(compose_variables_env(config, compose_text, images, layout)).encode(),
-        "services.env.yml": (scratch / "services.env.yml").read_bytes(),
+        "services.env.yml": render_services_env(environments).encode(),
         PROMETHEUS_CONFIG: (config.root / PROMETHEUS_CONFIG).read_bytes(),
     }
     for name, text in render_nginx(nginx_settings(config)).items():
@@ -528,8 +526,7 @@ def deploy_remote(
         version, images = build_and_push(s)
         now = dt.datetime.now(dt.UTC)
         release_id = rel.new_release_id(now, version)
-        with tempfile.TemporaryDirectory(prefix="release-") as scratch:
-            files = release_files(config, images, t.layout, Path(scratch))
+        files = release_files(config, images, t.layout)
         info = new_info(release_id, now, os.environ)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
@@ -623,21 +620,24 @@ def smoke(t: Target, release_id: str) -> list[CheckResult]:
     return asyncio.run(run_smoke(target))
 
 
-def finish(s: Session, t: Target, outcome: RemoteOutcome, hook_env: dict[str, str]) -> None:
-    """Audit, prune, post-hook and notification: after the lock, whatever the outcome."""
+def finish(
+    s: Session, t: Target, outcome: RemoteOutcome, hook_env: dict[str, str], action: str = "deploy"
+) -> None:
+    """Audit, prune (after a deploy), post-hook and notification: after the lock, whatever the
+    outcome of the deploy or rollback."""
     if s.runner.dry_run:
         return
     env = t.config.env
     failure = outcome.failure
     detail = (failure.what if isinstance(failure, SuiteError) else "interrupted") if failure else ""
     audit(t, {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": "deploy",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action,
         "env": env, "release": outcome.release, "outcome": outcome.outcome,
         "previous": outcome.previous, "by": new_info("", dt.datetime.now(dt.UTC), {}).owner,
         "ci_run_url": ci_run_url(os.environ), "changed": sorted(outcome.changes),
         "detail": s.runner.masker(detail),
     })  # fmt: skip
-    if outcome.outcome == "deployed":
+    if action == "deploy" and outcome.outcome == "deployed":
         releases, current = read_releases(t)
         previous = rel.previous_release(releases, current)
         gone = prune(t, releases, [current, str(previous["release"]) if previous else None])
@@ -695,20 +695,7 @@ def rollback_remote(
                 mark_current(t, target_id)
             except (SuiteError, KeyboardInterrupt) as exc:
                 outcome.failure, outcome.outcome = exc, "failed"
-        if not s.runner.dry_run:
-            detail = outcome.failure.what if isinstance(outcome.failure, SuiteError) else ""
-            audit(t, {
-                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "action": "rollback", "env": config.env, "release": target_id,
-                "outcome": outcome.outcome, "previous": current,
-                "by": new_info("", dt.datetime.now(dt.UTC), {}).owner,
-                "ci_run_url": ci_run_url(os.environ), "changed": sorted(outcome.changes),
-                "detail": s.runner.masker(detail),
-            })  # fmt: skip
-            run_post_hook(s, {**hook_env, "DEPLOY_OUTCOME": outcome.outcome})
-            notify.send(config, events, s.runner.masker, notify.deploy_text(
-                config.env, target_id, outcome.outcome, current, detail, sorted(outcome.changes),
-            ))  # fmt: skip
+        finish(s, t, outcome, hook_env, action="rollback")
         return outcome
 
 
