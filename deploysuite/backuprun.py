@@ -28,9 +28,13 @@ from deploysuite.rollout import wait_healthy
 from deploysuite.runner import Command, Runner
 
 ZSTD_LEVEL = "3"
+# query_to_xml runs its query only when the table exists: a plain subquery would be planned (and
+# fail) in a database that has no migrations yet.
 SCHEMA_SQL = (
     "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 "
-    "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END"
+    "ELSE (xpath('/row/v/text()', query_to_xml("
+    "'SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations', false, true, '')))"
+    "[1]::text::int END"
 )
 COUNTS_SQL = (
     "SELECT string_agg(format('%s %s', c.relname, "
@@ -54,14 +58,17 @@ def databases(config: Any) -> dict[str, str]:
 @dataclass
 class Postgres:
     """The stack's PostgreSQL server, reached inside its own container on the stack's host
-    (`runner` runs there: this machine, or the host over SSH)."""
+    (`runner` runs there: this machine, or the host over SSH), or, with no container, by the
+    client tools where `runner` runs (the backup service, through the server's socket)."""
 
     s: Session
     runner: Runner
-    container: str
+    container: str | None
     user: str
 
     def exec_argv(self, *argv: str, stdin: bool = False) -> tuple[str, ...]:
+        if self.container is None:
+            return argv
         return ("docker", "exec", *(["-i"] if stdin else []), self.container, *argv)
 
     def sql(self, query: str, db: str = "postgres", mutates: bool = False) -> str:
@@ -143,8 +150,16 @@ def stream_to_s3(
 
 
 def backup_database(
-    s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, db: str, kind: str = "scheduled"
+    s: Session,
+    pg: Postgres,
+    store: s3store.S3Settings,
+    s3: Any,
+    db: str,
+    kind: str = "scheduled",
+    verify: Callable[[Any, str, dict[str, object]], None] | None = None,
 ) -> dict[str, object]:
+    """One database dumped into S3, its manifest last. With `verify`, the stored object is read
+    back and checked before the manifest is written (it then says "verified": true)."""
     started = dt.datetime.now(dt.UTC)
     if not s.runner.dry_run:
         # A backup killed with -9 cannot abort its upload; the next backup of the database
@@ -180,6 +195,10 @@ def backup_database(
         pg_version=server, schema_version=schema, release=s.config.get("RELEASE_ID"),
         started=started, finished=dt.datetime.now(dt.UTC), kind=kind,
     )  # fmt: skip
+    if verify is not None:
+        with s.events.step(f"read {db}'s backup back from S3 and check it"):
+            verify(s3, store.bucket, record)
+        record["verified"] = True
     s3store.put_json(s3, store.bucket, keys.manifest, record, sse=store.sse)
     return record
 

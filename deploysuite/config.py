@@ -196,14 +196,17 @@ def load_config(
     process_env: Mapping[str, str] | None = None,
     cli: Mapping[str, str] | None = None,
     strict: bool = True,
+    with_files: bool = True,
 ) -> Config:
     """Resolve every documented variable for `env` (and `service`) through the six layers.
 
     strict: a malformed line or an unknown CLI key raises ConfigError (tasks); `env.check` loads
-    with strict=False to list every problem at once.
+    with strict=False to list every problem at once. with_files=False keeps only the defaults and
+    the process environment: a container (the backup service) gets its values from compose.
     """
     root = root or suite_root()
-    check_env_name(env, root)
+    if with_files:
+        check_env_name(env, root)
     schema = load_schema(root)
     paths = Paths(root, env)
     process_env = os.environ if process_env is None else process_env
@@ -220,7 +223,7 @@ def load_config(
         if spec.default is not None:
             put(spec.name, spec.default, "default", f".env.example:{spec.line}")
 
-    files = env_files(paths, service)
+    files = env_files(paths, service) if with_files else []
     for layer, env_file in files:
         if strict and env_file.malformed:
             bad = env_file.malformed[0]

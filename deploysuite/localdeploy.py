@@ -31,7 +31,7 @@ from deploysuite.nginx import (
 )
 from deploysuite.rollout import ROLLING_SERVICES, RolloutFailed, roll
 from deploysuite.runner import Command, Runner
-from deploysuite.service_build import build_services, git_version
+from deploysuite.service_build import build_services, git_version, service_bases
 from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
 from deploysuite.service_images import SERVICES
 from deploysuite.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
@@ -44,6 +44,7 @@ SERVICE_IMAGE_VARS = {
     "orchestrator": "ORCHESTRATOR_IMAGE",
     "email-worker": "EMAIL_WORKER_IMAGE",
     "mailsink": "MAILSINK_IMAGE",
+    "backup": "BACKUP_IMAGE",
 }
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
 DATA_STORES = ("postgres", "redis", "rabbitmq")
@@ -324,7 +325,7 @@ def converge_local(
             SERVICES,
             config.require("IMAGE_REPOSITORY"),
             git_version(runner, config.root),
-            config.require("PYTHON_IMAGE"),
+            service_bases(config),
         )
     images = {b.service: b.deploy_ref for b in built}
     previous_env = (

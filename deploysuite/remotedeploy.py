@@ -48,7 +48,7 @@ from deploysuite.nginx import render_nginx
 from deploysuite.registry import push_all, registry_host
 from deploysuite.remote import hosts_for
 from deploysuite.runner import Command, Runner
-from deploysuite.service_build import build_services, git_version
+from deploysuite.service_build import build_services, git_version, service_bases
 from deploysuite.service_env import SERVICE_VARIABLES, render_services_env, service_environment
 from deploysuite.service_images import SERVICES
 from deploysuite.smoke import CheckResult, run_smoke
@@ -484,7 +484,7 @@ def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
     with s.events.step("service images"):
         built = build_services(
             s.runner, config.root, SERVICES, config.require("IMAGE_REPOSITORY"), version,
-            config.require("PYTHON_IMAGE"),
+            service_bases(config),
         )  # fmt: skip
     wanted = [b for b in built if b.service in SERVICE_IMAGE_VARS]
     user, password = config.get("REGISTRY_USERNAME"), config.get("REGISTRY_PASSWORD")

@@ -8,11 +8,12 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deploysuite.config import Config
 from deploysuite.errors import SuiteError
 from deploysuite.registry import PushResult
 from deploysuite.runner import Command, Runner
@@ -129,7 +130,7 @@ def build_one(
     root: Path,
     service: ServiceImage,
     ref: str,
-    python_image: str,
+    base_image: str,
     source: str,
     existing: dict[str, LocalImage],
     force: bool = False,
@@ -144,11 +145,11 @@ def build_one(
 
     runner.run(
         Command(
-            build_argv(root, service, [ref, content_ref], python_image, source, no_cache=force),
+            build_argv(root, service, [ref, content_ref], base_image, source, no_cache=force),
             timeout=1800,
         ),
         on_line=runner.events.build_progress(service.name),
-        fix=f"see the build output above (docker/service/Dockerfile, services/{service.name})",
+        fix=f"see the build output above ({service.dockerfile}, services/{service.name})",
     )
     return ("would build" if runner.dry_run else "built"), time.monotonic() - started
 
@@ -163,25 +164,17 @@ def build_services(
     services: Sequence[ServiceImage],
     repository: str,
     tag: str,
-    python_image: str,
+    bases: Mapping[str, str],
     parallel: int = 2,
     force: bool = False,
 ) -> list[BuiltImage]:
-    base = list_images(runner).get(with_tag(python_image))
-    if base is None and not python_image.startswith("mysaaschat/"):
-        # not one of the bootstrapped images: a registry may have it (python:3.11-slim-bookworm)
-        runner.run(Command(("docker", "pull", python_image), timeout=600), check=False)
-        base = list_images(runner).get(with_tag(python_image))
-    if base is None:
-        raise SuiteError(
-            f"base image {python_image} is not on this engine",
-            "inv images.bootstrap (or set PYTHON_IMAGE to an image the engine can pull)",
-        )
+    """`bases`: base image variable (PYTHON_IMAGE, POSTGRES_IMAGE) -> its reference."""
+    base_ids = {var: base_image_id(runner, var, bases[var]) for var in {s.base for s in services}}
     ensure_wheels(runner, root)
     pattern = f"{repository.rstrip('/')}/*:*"
     existing = list_images(runner, pattern)
     refs = {service.name: image_ref(repository, service.name, tag) for service in services}
-    sources = {service.name: source_hash(root, service, base.image_id) for service in services}
+    sources = {s.name: source_hash(root, s, base_ids[s.base]) for s in services}
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {
             service.name: pool.submit(
@@ -190,7 +183,7 @@ def build_services(
                 root,
                 service,
                 refs[service.name],
-                python_image,
+                bases[service.base],
                 sources[service.name],
                 existing,
                 force,
@@ -219,6 +212,28 @@ def build_services(
     if not runner.dry_run:
         write_images_file(images_file(root, repository), results)
     return results
+
+
+def base_image_id(runner: Runner, var: str, ref: str) -> str:
+    base = list_images(runner).get(with_tag(ref))
+    if base is None and not ref.startswith("mysaaschat/"):
+        # not one of the bootstrapped images: a registry may have it (python:3.11-slim-bookworm)
+        runner.run(Command(("docker", "pull", ref), timeout=600), check=False)
+        base = list_images(runner).get(with_tag(ref))
+    if base is None:
+        raise SuiteError(
+            f"base image {ref} is not on this engine",
+            f"inv images.bootstrap (or set {var} to an image the engine can pull)",
+        )
+    return base.image_id
+
+
+def service_bases(config: Config) -> dict[str, str]:
+    """The base images of the service images (the backup service's is PostgreSQL's)."""
+    return {
+        "PYTHON_IMAGE": config.require("PYTHON_IMAGE"),
+        "POSTGRES_IMAGE": config.require("POSTGRES_IMAGE"),
+    }
 
 
 def write_images_file(path: Path, results: Sequence[BuiltImage]) -> None:

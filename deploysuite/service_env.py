@@ -74,17 +74,47 @@ SERVICE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         "EMAIL_RETRY_MAX_SECONDS",
     ),
     "mailsink": (*COMMON, "MAILSINK_SMTP_PORT", "MAILSINK_HTTP_PORT", "MAILSINK_MAX_MESSAGES"),
+    "backup": (
+        "RELEASE_ID",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "AUTH_DB_NAME",
+        "CHAT_DB_NAME",
+        "BILLING_DB_NAME",
+        "ANALYTICS_DB_NAME",
+        "S3_ENDPOINT_URL",
+        "S3_REGION",
+        "S3_BUCKET",
+        "S3_PREFIX",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "S3_SSE",
+        "S3_PART_SIZE_MB",
+        "BACKUP_INTERVAL_HOURS",
+        "BACKUP_RPO_HOURS",
+        "BACKUP_KEEP",
+        "BACKUP_RETENTION_DAYS",
+        "BACKUP_RETRY_MINUTES",
+        "POSTGRES_ARCHIVE_MODE",
+        "BASEBACKUP_INTERVAL_HOURS",
+        "WAL_MAX_LAG_SECONDS",
+        "NOTIFY_WEBHOOK_URL",
+    ),
 }
 
 
 def service_environment(config: Config, service: str) -> dict[str, str]:
     """The variables `service` reads, from a config loaded for that service (so its override
-    file applies); unset ones are left out and the service's own default holds."""
-    return {
+    file applies); unset ones are left out and the service's own default holds. The backup
+    service also learns the environment's name: its S3 keys are filed under it."""
+    env = {
         name: value
         for name in SERVICE_VARIABLES[service]
         if (value := config.get(name)) is not None
     }
+    if service == "backup":
+        env["BACKUP_ENV"] = config.env
+    return env
 
 
 def render_services_env(environments: Mapping[str, Mapping[str, str]]) -> str:

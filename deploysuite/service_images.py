@@ -12,14 +12,18 @@ from deploysuite.images import hash_tree
 
 SOURCE_LABEL = "org.mysaaschat.source"
 DOCKERFILE = Path("docker/service/Dockerfile")
+BACKUP_DOCKERFILE = Path("docker/backup/Dockerfile")
 WHEELS_DIR = Path("build/wheels")
+REQUIREMENTS = (Path("services/requirements.txt"), Path("docker/backup/requirements.txt"))
 
 
 @dataclass(frozen=True)
 class ServiceImage:
-    name: str  # folder under services/
+    name: str  # folder under services/ (or the suite's own image: backup)
     package: str  # python -m <package>
     port: int
+    dockerfile: Path = DOCKERFILE
+    base: str = "PYTHON_IMAGE"  # the variable (and build argument) naming the base image
 
 
 SERVICES = (
@@ -30,6 +34,8 @@ SERVICES = (
     ServiceImage("orchestrator", "orchestrator_service", 8000),
     ServiceImage("email-worker", "email_worker", 8000),
     ServiceImage("mailsink", "mailsink", 8025),
+    # the backup service: the suite's own agent on the stack's PostgreSQL image (its pg_dump)
+    ServiceImage("backup", "deploysuite.backupagent", 0, BACKUP_DOCKERFILE, "POSTGRES_IMAGE"),
 )
 
 
@@ -48,6 +54,15 @@ def version_tag(sha: str, dirty: bool) -> str:
 
 def source_hash(root: Path, service: ServiceImage, base_image_id: str) -> str:
     """Everything that goes into the image: code, library, pinned requirements, recipe, base."""
+    if service.dockerfile == BACKUP_DOCKERFILE:
+        parts = [
+            f"service={service.name}:{service.package}",
+            f"base={base_image_id}",
+            "code=" + hash_tree(root / "deploysuite", not_in_image),
+            "schema=" + hashlib.sha256((root / ".env.example").read_bytes()).hexdigest(),
+            "recipe=" + hash_tree(root / "docker" / "backup"),
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
     parts = [
         f"service={service.name}:{service.package}:{service.port}",
         f"base={base_image_id}",
@@ -73,21 +88,19 @@ def build_argv(
     root: Path,
     service: ServiceImage,
     tags: list[str],
-    python_image: str,
+    base_image: str,
     source: str,
     no_cache: bool = False,
 ) -> commands.Argv:
+    args = {service.base: base_image}
+    if service.dockerfile == DOCKERFILE:
+        args.update(SERVICE=service.name, PACKAGE=service.package, PORT=str(service.port))
     return commands.docker_build(
         root,
         tags,
-        dockerfile=root / DOCKERFILE,
+        dockerfile=root / service.dockerfile,
         target="runner",
-        build_args={
-            "PYTHON_IMAGE": python_image,
-            "SERVICE": service.name,
-            "PACKAGE": service.package,
-            "PORT": str(service.port),
-        },
+        build_args=args,
         labels={SOURCE_LABEL: source},
         no_cache=no_cache,
     )
@@ -102,10 +115,9 @@ def wheels_argv(root: Path, python: str) -> commands.Argv:
         "--quiet",
         "--wheel-dir",
         str(root / WHEELS_DIR),
-        "--requirement",
-        str(root / "services" / "requirements.txt"),
+        *(arg for req in REQUIREMENTS for arg in ("--requirement", str(root / req))),
     )
 
 
 def wheels_stamp(root: Path) -> str:
-    return hashlib.sha256((root / "services" / "requirements.txt").read_bytes()).hexdigest()
+    return hashlib.sha256(b"".join((root / req).read_bytes() for req in REQUIREMENTS)).hexdigest()

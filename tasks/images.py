@@ -16,6 +16,7 @@ from deploysuite.service_build import (
     images_file,
     read_images_file,
     record_digests,
+    service_bases,
 )
 from deploysuite.service_images import SERVICES, ServiceImage, find_service
 
@@ -114,7 +115,7 @@ def build(
         selected_services(service),
         repository,
         tag,
-        s.config.require("PYTHON_IMAGE"),
+        service_bases(s.config),
         parallel=parallel or c.config.images.parallel,
         force=force,
     )

@@ -18,12 +18,12 @@ from deploysuite.service_env import SERVICE_VARIABLES, render_services_env
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.prod.yml"
-PROFILES = ("local-mail", "acme", "unavailable")
+PROFILES = ("local-mail", "acme", "unavailable", "backup")
 DATA_STORES = {"postgres", "redis", "rabbitmq", "mongodb", "clickhouse"}
 TOPOLOGY = {
     "nginx", "certbot", "auth", "chat", "billing", "analytics", "orchestrator", "email-worker",
     "mailsink", "postgres", "mongodb", "redis", "clickhouse", "rabbitmq", "kong", "jaeger",
-    "prometheus", "grafana",
+    "prometheus", "grafana", "backup",
 }  # fmt: skip
 NOT_OBTAINABLE_HERE = {"mongodb", "clickhouse", "kong", "jaeger", "grafana"}
 
@@ -69,7 +69,9 @@ def test_every_environment_and_profile_validates(env: str):
 
 def test_topology_of_the_seed_document(model: dict):
     assert set(model["services"]) == TOPOLOGY
-    assert {n.split("_")[-1] for n in model["networks"]} == {"frontend", "backend", "monitoring"}
+    assert {n.split("_")[-1] for n in model["networks"]} == {
+        "frontend", "backend", "monitoring", "egress",
+    }  # fmt: skip
     assert model["networks"]["backend"].get("internal") is True
 
 
@@ -130,3 +132,15 @@ def test_services_get_their_environment_from_the_generated_file(model: dict):
         assert service["environment"].get("LOG_LEVEL") == "INFO", name  # from the generated file
     for secret in ("AUTH_TOKEN_SECRET", "BILLING_WEBHOOK_SECRET", "SMTP_PASSWORD"):
         assert secret not in text, f"{secret} is wired in the compose file, not per service"
+
+
+def test_the_backup_service_shares_only_the_socket_and_the_spool_with_postgres(model: dict):
+    backup, postgres = model["services"]["backup"], model["services"]["postgres"]
+    assert set(backup["networks"]) == {"egress"} and "egress" not in postgres["networks"]
+    shared = {v["source"] for v in backup["volumes"]} & {v["source"] for v in postgres["volumes"]}
+    assert shared == {"postgres-socket", "postgres-wal-spool"}
+    assert backup["profiles"] == ["backup"]
+    assert backup["healthcheck"]["test"][-2:] == ["deploysuite.backupagent", "health"]
+    command = " ".join(postgres["command"])
+    assert "archive_command=test ! -f /var/lib/postgresql/wal-spool/%f" in command
+    assert "archive_mode=off" in command  # on only where the backup service runs

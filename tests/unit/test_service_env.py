@@ -24,7 +24,8 @@ def test_each_service_gets_only_its_own_secrets():
         "AUTH_TOKEN_SECRET": {"auth", "chat"},
         "BILLING_WEBHOOK_SECRET": {"billing"},
         "SMTP_PASSWORD": {"email-worker"},
-        "POSTGRES_PASSWORD": {"auth", "chat", "billing", "analytics"},
+        # the backup service: for a server whose socket asks for a password
+        "POSTGRES_PASSWORD": {"auth", "chat", "billing", "analytics", "backup"},
         "RABBITMQ_PASSWORD": {"orchestrator", "email-worker"},
     }
 

@@ -1,0 +1,236 @@
+"""The compose file's backup service, run from docker-compose.prod.yml itself (postgres and backup,
+profile backup) with WAL archiving on, against moto's S3 server on loopback: scheduled dumps read
+back and verified, WAL segments shipped from the spool, a base backup, the healthcheck (healthy,
+then unhealthy for a stale backup and for a failed run, with the webhook told), and a
+point-in-time restore to a moment between two writes.
+
+The backup service joins the host's network here (an override file) only because the S3 server
+of the test listens on this machine's loopback; in production it has its own egress network."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deploysuite.config import load_config
+from deploysuite.localdeploy import SERVICE_IMAGE_VARS
+from deploysuite.service_build import images_file, read_images_file
+from deploysuite.service_env import render_services_env
+from tests.integration.conftest import REPO, run_task
+
+pytestmark = pytest.mark.integration
+DATABASES = ("auth", "chat", "billing", "analytics")
+
+
+class Webhook:
+    """A Slack-style incoming webhook on loopback that records what it is sent."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body)["text"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class BackupStack:
+    def __init__(self, tmp: Path, s3, postgres_image: str, backup_image: str, hook: Webhook):
+        self.project = f"bs{os.getpid()}"
+        self.s3 = s3
+        self.bucket = s3.new_bucket()
+        self.hook = hook
+        password = secrets.token_hex(16)
+        config = load_config("local", process_env={})
+        env = {**os.environ, **config.as_env()}
+        for spec in config.schema.values():
+            if spec.is_secret and not env.get(spec.name):
+                env[spec.name] = "x" * 43
+        for var in SERVICE_IMAGE_VARS.values():
+            env[var] = f"registry.example/{var.lower()}:unused"
+        self.backup_env = {
+            "BACKUP_ENV": "local", "RELEASE_ID": "test", "POSTGRES_USER": "mysaaschat",
+            "POSTGRES_PASSWORD": password, "S3_ENDPOINT_URL": s3.endpoint,
+            "S3_BUCKET": self.bucket, "S3_PREFIX": "mysaaschat", "S3_SSE": "AES256",
+            "S3_ACCESS_KEY_ID": s3.access_key, "S3_SECRET_ACCESS_KEY": s3.secret_key,
+            "S3_PART_SIZE_MB": "5", "BACKUP_INTERVAL_HOURS": "6", "BACKUP_RPO_HOURS": "6",
+            "BASEBACKUP_INTERVAL_HOURS": "24", "POSTGRES_ARCHIVE_MODE": "on",
+            "WAL_MAX_LAG_SECONDS": "120", "NOTIFY_WEBHOOK_URL": hook.url,
+        }  # fmt: skip
+        env.update(
+            COMPOSE_PROJECT_NAME=self.project, COMPOSE_PROFILES="backup",
+            POSTGRES_IMAGE=postgres_image, BACKUP_IMAGE=backup_image,
+            POSTGRES_PASSWORD=password, POSTGRES_ARCHIVE_MODE="on", POSTGRES_ARCHIVE_TIMEOUT="60",
+            NGINX_RENDERED_DIR="/nonexistent", TLS_DIR="/nonexistent",
+        )  # fmt: skip
+        self.env = env
+        services_env = tmp / "services.env.yml"
+        services_env.write_text(render_services_env({"backup": self.backup_env}))
+        override = tmp / "test-override.yml"
+        override.write_text(
+            "services:\n"
+            "  backup:\n"
+            "    network_mode: host\n"
+            "    networks: !reset []\n"
+            "    healthcheck:\n"
+            "      interval: 3s\n"
+            "      start_period: 5m\n"
+        )
+        self.files = ["-f", str(REPO / "docker-compose.prod.yml"), "-f", str(services_env),
+                      "-f", str(override)]  # fmt: skip
+
+    def compose(self, *args: str, check: bool = True, timeout: int = 300):
+        result = subprocess.run(
+            ["docker", "compose", "-p", self.project, *self.files, *args],
+            capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
+        )  # fmt: skip
+        if check:
+            assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def sql(self, query: str, db: str = "postgres") -> str:
+        result = self.compose("exec", "-T", "postgres", "psql", "-X", "-U", "mysaaschat", "-d",
+                              db, "-v", "ON_ERROR_STOP=1", "-tAc", query)  # fmt: skip
+        return result.stdout.strip()
+
+    def agent(self, *args: str, **env: str):
+        flags = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        return self.compose("run", "--rm", "--no-deps", *flags, "backup", *args, check=False)
+
+    def status(self) -> dict:
+        out = self.compose("exec", "-T", "backup", "cat", "/var/lib/backup/status.json",
+                           check=False).stdout  # fmt: skip
+        return json.loads(out) if out.strip() else {}
+
+    def health(self) -> str:
+        fmt = "{{.State.Health.Status}}"
+        out = subprocess.run(["docker", "inspect", "--format", fmt, f"{self.project}-backup-1"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        return out.stdout.strip()
+
+    def keys(self, part: str) -> list[str]:
+        listing = self.s3.client().list_objects_v2(
+            Bucket=self.bucket, Prefix=f"mysaaschat/local/{part}/"
+        )
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def wait_for(self, what: str, check, timeout: float = 180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(2)
+        logs = self.compose("logs", "--tail", "40", "backup", check=False).stdout
+        pytest.fail(f"timed out waiting for {what}; status {self.status()}\n{logs}")
+
+    def inv(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "COMPOSE_PROJECT_NAME": self.project, "POSTGRES_USER": "mysaaschat",
+               **{k: v for k, v in self.backup_env.items() if k.startswith("S3_")}}  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
+                              cwd=REPO, capture_output=True, text=True, env=env,
+                              timeout=900)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, s3, base_images):
+    run_task("images.build", "--service", "backup")
+    built = read_images_file(images_file(REPO, load_config("local").require("IMAGE_REPOSITORY")))
+    hook = Webhook()
+    st = BackupStack(tmp_path_factory.mktemp("backup-service"), s3, base_images["postgres"],
+                     str(built["backup"]["content_ref"]), hook)  # fmt: skip
+    try:
+        st.compose("up", "-d", "--wait", "postgres")
+        for db in DATABASES:
+            st.sql(f"CREATE DATABASE {db}")
+        st.sql("CREATE TABLE schema_migrations (version int PRIMARY KEY);"
+               "INSERT INTO schema_migrations VALUES (1);"
+               "CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL, at timestamptz);"
+               "INSERT INTO items SELECT g, md5(g::text), now() FROM generate_series(1, 2000) g",
+               "auth")  # fmt: skip
+        st.compose("up", "-d", "backup")
+        yield st
+    finally:
+        st.compose("down", "--volumes", "--timeout", "5", check=False)
+        hook.stop()
+
+
+def test_the_service_dumps_verifies_ships_wal_and_takes_a_base_backup(stack):
+    status = stack.wait_for(
+        "the first dumps and the base backup",
+        lambda: (s := stack.status()).get("newest_verified") and s.get("newest_base") and s,
+    )
+    dumps = stack.keys("postgres")
+    for db in DATABASES:
+        manifests = [k for k in dumps if f"/postgres/{db}/" in k and k.endswith(".manifest.json")]
+        assert len(manifests) == 1, dumps
+        body = stack.s3.client().get_object(Bucket=stack.bucket, Key=manifests[0])["Body"].read()
+        record = json.loads(body)
+        assert record["verified"] is True and record["kind"] == "scheduled"
+    bases = stack.keys("postgres-base")
+    assert any(k.endswith(".tar.zst") for k in bases) and any(
+        k.endswith(".manifest.json") for k in bases
+    )
+    assert "last_error" not in status
+
+    # a finished WAL segment goes from the spool to S3 and leaves the spool
+    segment = stack.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    stack.sql("INSERT INTO items VALUES (100001, 'after', now())", "auth")
+    stack.sql("SELECT pg_switch_wal()")
+    shipped = stack.wait_for(
+        f"WAL segment {segment} in S3",
+        lambda: [k for k in stack.keys("postgres-wal") if k.endswith(f"/{segment}.zst")],
+    )
+    head = stack.s3.client().head_object(Bucket=stack.bucket, Key=shipped[0])
+    assert len(head["Metadata"]["sha256"]) == 64 and head["ServerSideEncryption"] == "AES256"
+    spool = stack.compose("exec", "-T", "-u", "postgres", "backup", "ls",
+                          "/var/lib/postgresql/wal-spool").stdout  # fmt: skip
+    assert segment not in spool.split()
+
+    assert stack.wait_for("docker's health status", lambda: stack.health() == "healthy")
+    healthy = stack.compose("exec", "-T", "backup", "python3", "-m", "deploysuite.backupagent",
+                            "health")  # fmt: skip
+    assert healthy.stdout.startswith("healthy: newest verified backup")
+
+
+def test_the_healthcheck_fails_on_a_stale_backup(stack):
+    stack.wait_for("the first dumps", lambda: stack.status().get("newest_verified"))
+    stale = stack.compose("exec", "-T", "-e", "BACKUP_RPO_HOURS=0.0001", "backup", "python3",
+                          "-m", "deploysuite.backupagent", "health", check=False)  # fmt: skip
+    assert stale.returncode == 1
+    assert "the newest verified backup is" in stale.stdout and "(RPO 0.0001 h)" in stale.stdout
+
+
+def test_a_failed_run_makes_the_service_unhealthy_and_tells_the_webhook(stack):
+    stack.wait_for("the first dumps", lambda: stack.status().get("newest_verified"))
+    stack.compose("stop", "backup")
+    before = len(stack.hook.received)
+    failed = stack.agent("once", S3_BUCKET="no-such-bucket-here")
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert any("dumps failed" in t and "no-such-bucket-here" in t
+               for t in stack.hook.received[before:]), stack.hook.received  # fmt: skip
+    assert stack.s3.secret_key not in "".join(stack.hook.received)
+    health = stack.agent("health")
+    assert health.returncode == 1 and "the last run failed: dumps:" in health.stdout
+    stack.compose("start", "backup")
