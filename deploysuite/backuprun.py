@@ -320,16 +320,32 @@ def restore_database(
         if s.runner.dry_run:
             s.events.command(f"[local] restore {name} into {db} (safety backup first)", run=False)
             return RestoreOutcome(db, record, "", "", {}, 0, 0.0)
-        with s.events.step(f"safety backup of {db} as it is now"):
-            safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
-        restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
-        with s.events.step(f"restore into a new database {restored}"):
-            schema, counts = restore_into(s, pg, path, record, restored)
-        for table, rows in sorted(counts.items()):
-            s.events.info(f"  {table}: {rows} rows")
-        with s.events.step(f"swap {restored} in as {db} (the old one kept as {keep_as})"):
-            swap(pg, db, restored, keep_as)
-        restart_owner(s, pg, db, wait_timeout)
+        return apply_restore(s, pg, store, s3, db, path, record, wait_timeout, started)
+
+
+def apply_restore(
+    s: Session,
+    pg: Postgres,
+    store: s3store.S3Settings,
+    s3: Any,
+    db: str,
+    path: Path,
+    record: Mapping[str, object],
+    wait_timeout: float,
+    started: float,
+) -> RestoreOutcome:
+    """A verified local dump (zstd) put in place of `db`: safety backup, restore into a new
+    database and check it, swap the names in one transaction, restart the owner."""
+    with s.events.step(f"safety backup of {db} as it is now"):
+        safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
+    restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
+    with s.events.step(f"restore into a new database {restored}"):
+        schema, counts = restore_into(s, pg, path, record, restored)
+    for table, rows in sorted(counts.items()):
+        s.events.info(f"  {table}: {rows} rows")
+    with s.events.step(f"swap {restored} in as {db} (the old one kept as {keep_as})"):
+        swap(pg, db, restored, keep_as)
+    restart_owner(s, pg, db, wait_timeout)
     return RestoreOutcome(db, record, str(safety["backup_id"]), keep_as, counts, schema,
                           time.monotonic() - started)  # fmt: skip
 

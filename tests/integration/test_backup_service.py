@@ -81,7 +81,7 @@ class BackupStack:
         env.update(
             COMPOSE_PROJECT_NAME=self.project, COMPOSE_PROFILES="backup",
             POSTGRES_IMAGE=postgres_image, BACKUP_IMAGE=backup_image,
-            POSTGRES_PASSWORD=password, POSTGRES_ARCHIVE_MODE="on", POSTGRES_ARCHIVE_TIMEOUT="60",
+            POSTGRES_PASSWORD=password, POSTGRES_ARCHIVE_MODE="on", POSTGRES_ARCHIVE_TIMEOUT="300",
             NGINX_RENDERED_DIR="/nonexistent", TLS_DIR="/nonexistent",
         )  # fmt: skip
         self.env = env
@@ -220,6 +220,60 @@ def test_the_healthcheck_fails_on_a_stale_backup(stack):
                           "-m", "deploysuite.backupagent", "health", check=False)  # fmt: skip
     assert stale.returncode == 1
     assert "the newest verified backup is" in stale.stdout and "(RPO 0.0001 h)" in stale.stdout
+
+
+def test_point_in_time_restore_replays_to_the_moment_between_two_writes(stack):
+    stack.wait_for("a base backup", lambda: stack.status().get("newest_base"))
+    stack.sql("INSERT INTO items VALUES (200001, 'before the target', now())", "auth")
+    time.sleep(1.5)
+    target = stack.sql("SELECT to_char(now() AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")  # fmt: skip
+    time.sleep(1.5)
+    stack.sql("INSERT INTO items VALUES (200002, 'after the target', now());"
+              "DELETE FROM items WHERE id <= 10", "auth")  # fmt: skip
+    segment = stack.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    stack.sql("SELECT pg_switch_wal()")
+    stack.wait_for(
+        f"WAL segment {segment} in S3",
+        lambda: any(k.endswith(f"/{segment}.zst") for k in stack.keys("postgres-wal")),
+    )
+    chat_before = stack.sql("SELECT count(*) FROM pg_class", "chat")
+
+    done = stack.inv("restore", "--target-time", target, "--db", "auth", "--yes", "--json")
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout)
+    assert [r["database"] for r in result["restored"]] == ["auth"]
+    ids = set(stack.sql("SELECT id FROM items WHERE id > 200000 OR id <= 10", "auth").split())
+    assert ids == {str(i) for i in range(1, 11)} | {"200001"}
+    kept = result["restored"][0]["kept_as"]
+    assert stack.sql("SELECT count(*) FROM items WHERE id = 200002", kept) == "1"
+    assert stack.sql("SELECT count(*) FROM pg_class", "chat") == chat_before  # not asked for
+    scratch = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={stack.project}-pitr"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert scratch.strip() == ""
+
+
+def test_point_in_time_restore_refuses_what_it_cannot_reach_and_changes_nothing(stack):
+    before = stack.sql("SELECT md5(string_agg(id::text || body, ',' ORDER BY id)) FROM items",
+                       "auth")  # fmt: skip
+    cases = {
+        "2001-01-01T00:00:00Z": "no base backup had finished by 2001-01-01T00:00:00Z",
+        "2999-01-01T00:00:00Z": "is in the future",
+        "2024-13-01": "bad target time",
+        "2024-01-15T10:42:00": "has no time zone",
+    }
+    for text, message in cases.items():
+        refused = stack.inv("restore", "--target-time", text, "--db", "auth", "--yes")
+        assert refused.returncode != 0 and message in refused.stderr, (text, refused.stderr)
+    now = stack.sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+    # the newest WAL has not reached S3 yet (it waits for POSTGRES_ARCHIVE_TIMEOUT)
+    stack.sql("INSERT INTO items VALUES (300001, 'not yet archived', now())", "auth")
+    late = stack.inv("restore", "--target-time", now, "--db", "auth", "--yes")
+    assert late.returncode != 0 and "the WAL archive reaches only" in late.stderr, late.stderr
+    stack.sql("DELETE FROM items WHERE id = 300001", "auth")
+    after = stack.sql("SELECT md5(string_agg(id::text || body, ',' ORDER BY id)) FROM items",
+                      "auth")  # fmt: skip
+    assert after == before
 
 
 def test_a_failed_run_makes_the_service_unhealthy_and_tells_the_webhook(stack):
