@@ -18,6 +18,9 @@ as_root() {
 ensure_apt_packages() {
   local missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
+    # A machine with an engine of its own (a CI runner's moby packages) keeps it: docker.io
+    # would conflict with it.
+    if [ "$pkg" = docker.io ] && command -v dockerd >/dev/null; then continue; fi
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
