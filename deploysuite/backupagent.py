@@ -116,22 +116,6 @@ def write_status(state_dir: Path, status: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def verify_object(s3: Any, bucket: str, record: dict[str, object]) -> None:
-    """Read the stored object back from S3: its size and SHA-256 must be the manifest's."""
-
-    class Discard:
-        def write(self, data: bytes) -> int:
-            return len(data)
-
-    size, digest = s3store.download_stream(s3, bucket, str(record["object"]), Discard())
-    if size != record["size"] or digest != record["sha256"]:
-        raise bk.BackupError(
-            f"backup {record['backup_id']} read back from S3 does not match what was uploaded "
-            f"({size} bytes, sha256 {digest[:12]}...)",
-            "check the bucket's storage; the backup is not counted",
-        )
-
-
 class Agent:
     def __init__(self, s: Session, settings: AgentSettings) -> None:
         self.s = s
@@ -210,7 +194,7 @@ class Agent:
         records = []
         for db in backuprun.databases(self.s.config):
             record = backuprun.backup_database(
-                self.s, self.pg, self.store, self.s3, db, verify=verify_object
+                self.s, self.pg, self.store, self.s3, db, verify=backuprun.verify_object
             )
             records.append(record)
         self.status["newest_verified"] = min(str(r["finished"]) for r in records)
@@ -277,7 +261,7 @@ class Agent:
             "postgres_version": self.pg.sql("SHOW server_version_num"),
             "started": iso(started), "finished": iso(now_utc()),
         }  # fmt: skip
-        verify_object(self.s3, self.store.bucket, record)
+        backuprun.verify_object(self.s3, self.store.bucket, record)
         record["verified"] = True
         s3store.put_json(self.s3, self.store.bucket, manifest_key, record, sse=self.store.sse)
         self.status["newest_base"] = record["finished"]

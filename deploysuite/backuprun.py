@@ -11,6 +11,7 @@ Restore: verify (size, SHA-256, a full read by pg_restore) -> safety backup -> r
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deploysuite import backup as bk
-from deploysuite import s3store, streams
+from deploysuite import localcopy, s3store, streams
 from deploysuite.cli import Session
 from deploysuite.errors import SuiteError
 from deploysuite.rollout import wait_healthy
@@ -111,13 +112,19 @@ def stream_to_s3(
     key: str,
     label: str,
     expected: int | None = None,
+    copy_to: Path | None = None,
 ) -> s3store.Uploaded:
     """producer (in the server's container, on its host) | zstd (here) -> S3. A producer that
     fails anywhere fails the upload before it completes (the multipart upload is aborted): a
-    dead pg_dump never yields an object."""
+    dead pg_dump never yields an object. With `copy_to`, the same bytes also go to that local
+    file, which is removed again when the upload fails."""
     dump = pg.start(producer)
     dump.close_stdin()
     zstd, pump = streams.feeding(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), dump)
+    reader: Any = zstd.stdout
+    tee = localcopy.Tee(zstd.stdout, copy_to) if copy_to else None
+    if tee is not None:
+        reader = tee
     started = time.monotonic()
 
     def progress(done: int) -> None:
@@ -137,14 +144,18 @@ def stream_to_s3(
                     f"inv logs --env={s.config.env} --service postgres",
                 )
 
+    uploaded = None
     try:
-        return s3store.upload_stream(
-            s3, store.bucket, key, zstd.stdout,
+        uploaded = s3store.upload_stream(
+            s3, store.bucket, key, reader,
             part_size=s3store.part_size(expected, store.part_size_mb * s3store.MiB),
             sse=store.sse, metadata={"producer": producer[-1][:60]}, on_progress=progress,
             before_complete=producers_ok,
         )  # fmt: skip
+        return uploaded
     finally:
+        if tee is not None:
+            tee.close(keep=uploaded is not None)
         dump.kill()
         zstd.kill()
 
@@ -157,9 +168,11 @@ def backup_database(
     db: str,
     kind: str = "scheduled",
     verify: Callable[[Any, str, dict[str, object]], None] | None = None,
+    local_dir: Path | None = None,
 ) -> dict[str, object]:
     """One database dumped into S3, its manifest last. With `verify`, the stored object is read
-    back and checked before the manifest is written (it then says "verified": true)."""
+    back and checked before the manifest is written (it then says "verified": true). With
+    `local_dir`, a local copy of the same bytes is kept there too (localcopy)."""
     started = dt.datetime.now(dt.UTC)
     if not s.runner.dry_run:
         # A backup killed with -9 cannot abort its upload; the next backup of the database
@@ -184,6 +197,8 @@ def backup_database(
         data = stream_to_s3(
             s, pg, store, s3, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
             keys.data, db, expected=size,
+            copy_to=localcopy.data_path(local_dir, s.config.env, db, backup_id) if local_dir
+            else None,
         )  # fmt: skip
         roles = stream_to_s3(
             s, pg, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
@@ -200,7 +215,28 @@ def backup_database(
             verify(s3, store.bucket, record)
         record["verified"] = True
     s3store.put_json(s3, store.bucket, keys.manifest, record, sse=store.sse)
+    if local_dir is not None:
+        copy = localcopy.write_manifest(
+            localcopy.data_path(local_dir, s.config.env, db, backup_id), record
+        )
+        record["local_object"] = copy["object"]
     return record
+
+
+def verify_object(s3: Any, bucket: str, record: Mapping[str, object]) -> None:
+    """Read the stored object back from S3: its size and SHA-256 must be the manifest's."""
+
+    class Discard:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+    size, digest = s3store.download_stream(s3, bucket, str(record["object"]), Discard())
+    if size != record["size"] or digest != record["sha256"]:
+        raise bk.BackupError(
+            f"backup {record['backup_id']} read back from S3 does not match what was uploaded "
+            f"({size} bytes, sha256 {digest[:12]}...)",
+            "check the bucket's storage; the backup is not counted",
+        )
 
 
 def list_backups(store: s3store.S3Settings, s3: Any, env: str, db: str) -> list[dict[str, object]]:
@@ -261,6 +297,45 @@ def pg_restore_from(s: Session, pg: Postgres, path: Path, args: tuple[str, ...],
             restore.kill()
 
 
+def dump_to_file(s: Session, pg: Postgres, db: str, path: Path) -> tuple[int, str]:
+    """pg_dump -Fc (in the server's container) | zstd (here) > a private file: (size, SHA-256)."""
+    dump = pg.start(pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db))
+    dump.close_stdin()
+    zstd = streams.LocalProcess(("zstd", "-q", f"-{ZSTD_LEVEL}", "-c"), stdin=subprocess.PIPE)
+    pumping = streams.pump(dump.stdout, zstd)
+    sink = localcopy.Tee(zstd.stdout, path)
+    digest, size = hashlib.sha256(), 0
+    ok = False
+    try:
+        while chunk := sink.read(streams.CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        pumping.join()
+        if dump.wait() != 0 or zstd.wait() != 0:
+            text = s.runner.masker(dump.error_text() or zstd.error_text())
+            raise bk.BackupError(f"dumping {db} failed: {text.splitlines()[-1] if text else '-'}")
+        ok = True
+    finally:
+        sink.close(keep=ok)
+        dump.kill()
+        zstd.kill()
+    return size, digest.hexdigest()
+
+
+def local_safety_backup(s: Session, pg: Postgres, db: str, local_dir: Path) -> dict[str, object]:
+    started = dt.datetime.now(dt.UTC)
+    backup_id = bk.new_backup_id(started, db, "pre-restore")
+    path = localcopy.data_path(local_dir, s.config.env, db, backup_id)
+    size, sha256 = dump_to_file(s, pg, db, path)
+    record: dict[str, object] = {
+        "backup_id": backup_id, "env": s.config.env, "database": db, "kind": "pre-restore",
+        "size": size, "sha256": sha256, "schema_version": int(pg.sql(SCHEMA_SQL, db) or 0),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    return localcopy.write_manifest(path, record)
+
+
 def table_counts(pg: Postgres, db: str) -> dict[str, int]:
     out = pg.sql(COUNTS_SQL, db)
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip()}
@@ -308,19 +383,25 @@ def restore_database(
     record: Mapping[str, object],
     confirm: Callable[[str], None],
     wait_timeout: float = 120,
+    local_dir: Path | None = None,
 ) -> RestoreOutcome:
+    """`record` restored into `db`; from its local copy (and with a local safety backup) when
+    `local_dir` is given, else from S3."""
     started = time.monotonic()
     name = str(record["backup_id"])
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         folder = Path(tmp)
         with s.events.step(f"verify backup {name}: size, SHA-256, full read by pg_restore"):
-            path = fetch_verified(s, store, s3, record, folder)
+            if local_dir is not None:
+                path = localcopy.verified(record)
+            else:
+                path = fetch_verified(s, store, s3, record, folder)
             pg_restore_from(s, pg, path, ("-f", "/dev/null"), f"reading backup {name}")
         confirm(name)
         if s.runner.dry_run:
             s.events.command(f"[local] restore {name} into {db} (safety backup first)", run=False)
             return RestoreOutcome(db, record, "", "", {}, 0, 0.0)
-        return apply_restore(s, pg, store, s3, db, path, record, wait_timeout, started)
+        return apply_restore(s, pg, store, s3, db, path, record, wait_timeout, started, local_dir)
 
 
 def apply_restore(
@@ -333,11 +414,16 @@ def apply_restore(
     record: Mapping[str, object],
     wait_timeout: float,
     started: float,
+    local_dir: Path | None = None,
 ) -> RestoreOutcome:
-    """A verified local dump (zstd) put in place of `db`: safety backup, restore into a new
-    database and check it, swap the names in one transaction, restart the owner."""
+    """A verified local dump (zstd) put in place of `db`: safety backup (into S3, or into
+    `local_dir` for a restore from a local copy), restore into a new database and check it, swap
+    the names in one transaction, restart the owner."""
     with s.events.step(f"safety backup of {db} as it is now"):
-        safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
+        if local_dir is not None:
+            safety = local_safety_backup(s, pg, db, local_dir)
+        else:
+            safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
     restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
     with s.events.step(f"restore into a new database {restored}"):
         schema, counts = restore_into(s, pg, path, record, restored)

@@ -206,19 +206,7 @@ def take_database(
     started = time.monotonic()
     path = folder / f"{db}.dump.zst"
     with s.events.step(f"take {db} from the replayed server"):
-        dump = scratch.start(scratch.exec_argv("pg_dump", "-Fc", "-Z0", "-U", scratch.user, db))
-        dump.close_stdin()
-        with path.open("wb") as out:
-            zstd = streams.LocalProcess(("zstd", "-q", "-3", "-c"), stdin=subprocess.PIPE)
-            pumping = streams.pump(dump.stdout, zstd)
-            while chunk := zstd.stdout.read(streams.CHUNK):
-                out.write(chunk)
-            pumping.join()
-            if dump.wait() != 0 or zstd.wait() != 0:
-                raise bk.BackupError(
-                    f"dumping {db} from the replayed server failed: {dump.error_text()[-200:]}; "
-                    "nothing of the live databases changed"
-                )
+        backuprun.dump_to_file(s, scratch, db, path)
         schema = int(scratch.sql(backuprun.SCHEMA_SQL, db) or 0)
     record: Mapping[str, object] = {
         "backup_id": f"pitr-{target:%Y%m%dT%H%M%SZ}", "database": db, "schema_version": schema,

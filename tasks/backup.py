@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from invoke import Collection
 
 from deploysuite import backup as bk
-from deploysuite import backuprun
+from deploysuite import backuprun, localcopy
 from deploysuite.cli import confirm, session, task
 from deploysuite.errors import SuiteError
 
@@ -31,21 +32,32 @@ def chosen_databases(config, db: str) -> list[str]:
         "prune": "After every backup completed, apply the retention (see backup.prune).",
         "days": "With --prune: retention in days.",
         "keep": "With --prune: newest backups always kept, whatever their age.",
+        "local_dir": "Also keep a local copy of each dump in this folder (for a restore "
+        "--from local when S3 cannot be reached).",
+        "verify": "Read each dump back from S3 and check it before its manifest is written.",
     },
 )
 def backup(
     c, env="local", db="all", dry_run=False, json=False, verbose=False, set_=None, prune=False,
-    days=30, keep=7,
+    days=30, keep=7, local_dir="", verify=False,
 ):  # fmt: skip
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     names = chosen_databases(s.config, db)
     store, s3 = backuprun.open_s3(s)
     with backuprun.postgres_for(s) as pg:
-        records = [backuprun.backup_database(s, pg, store, s3, name) for name in names]
+        records = [
+            backuprun.backup_database(
+                s, pg, store, s3, name, local_dir=Path(local_dir) if local_dir else None,
+                verify=backuprun.verify_object if verify else None,
+            )
+            for name in names
+        ]  # fmt: skip
     if prune:  # only here: every backup above completed and has its manifest
         for name in names:
             gone = backuprun.prune(s, store, s3, name, int(days), int(keep))
+            if local_dir:
+                gone += localcopy.prune(Path(local_dir), env, name, int(days), int(keep), dry_run)
             if gone:
                 s.events.info(f"  {name}: pruned {len(gone)} old backup(s)")
     rows = [
@@ -63,13 +75,38 @@ def backup(
     )  # fmt: skip
 
 
-@task(name="list", iterable=["set_"], help={"db": "One database, or all."})
-def list_(c, env="local", db="all", json=False, verbose=False, set_=None):
+FROM_HELP = {
+    "from_": "Where the backups are: s3 (default) or local (the copies of --local-dir).",
+    "local_dir": "The folder of the local copies (inv backup --local-dir).",
+}
+
+
+def local_folder(from_: str, local_dir: str) -> Path | None:
+    if from_ not in ("s3", "local"):
+        raise SuiteError(f"--from {from_!r} is neither s3 nor local", "use --from s3 or local")
+    if from_ == "s3":
+        return None
+    if not local_dir:
+        raise SuiteError("--from local needs the folder of the copies", "add --local-dir DIR")
+    folder = Path(local_dir)
+    if not folder.is_dir():
+        raise SuiteError(f"{folder} is not a folder", "give the --local-dir of inv backup")
+    return folder
+
+
+@task(name="list", iterable=["set_"], help={"db": "One database, or all.", **FROM_HELP})
+def list_(c, env="local", db="all", json=False, verbose=False, set_=None, from_="s3",
+          local_dir=""):  # fmt: skip
     """List the complete backups (those with a manifest), newest first."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
-    store, s3 = backuprun.open_s3(s)
-    found = [m for name in chosen_databases(s.config, db)
-             for m in backuprun.list_backups(store, s3, env, name)]  # fmt: skip
+    folder = local_folder(from_, local_dir)
+    if folder is not None:
+        found = [m for name in chosen_databases(s.config, db)
+                 for m in localcopy.list_backups(folder, env, name)]  # fmt: skip
+    else:
+        store, s3 = backuprun.open_s3(s)
+        found = [m for name in chosen_databases(s.config, db)
+                 for m in backuprun.list_backups(store, s3, env, name)]  # fmt: skip
     rows = [
         {
             "backup_id": str(m["backup_id"]), "database": str(m["database"]),
@@ -92,11 +129,12 @@ def list_(c, env="local", db="all", json=False, verbose=False, set_=None):
         "keep_days": "Days the replaced database is kept (renamed <db>_pre_restore_<time>).",
         "target_time": "Point-in-time recovery to this moment (2024-01-15T10:42:00Z): base "
         "backup + WAL replayed in a scratch server, then every database (or --db) swapped in.",
+        **FROM_HELP,
     },
 )
 def restore(
     c, env="local", date="", db="", backup_id="", yes=False, dry_run=False, json=False,
-    verbose=False, set_=None, keep_days=7, target_time="",
+    verbose=False, set_=None, keep_days=7, target_time="", from_="s3", local_dir="",
 ):  # fmt: skip
     """Restore a database from S3: verify, safety backup, restore aside, verify, swap, restart."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
@@ -107,10 +145,16 @@ def restore(
         restore_to_time(s, env, target_time, db, yes, dry_run, int(keep_days))
         return
     day = bk.parse_day(date) if date else None
+    folder = local_folder(from_, local_dir)
     name = db or s.config.require("AUTH_DB_NAME")
     chosen_databases(s.config, name)
-    store, s3 = backuprun.open_s3(s)
-    record = bk.choose(backuprun.list_backups(store, s3, env, name), day, backup_id or None, name)
+    if folder is not None:
+        store, s3 = None, None  # S3 may be what is down: a local restore never needs it
+        found = localcopy.list_backups(folder, env, name)
+    else:
+        store, s3 = backuprun.open_s3(s)
+        found = backuprun.list_backups(store, s3, env, name)
+    record = bk.choose(found, day, backup_id or None, name)
 
     def ask(backup_name: str) -> None:
         s.events.info(f"restore {name} of '{env}' from {backup_name} (verified)")
@@ -118,7 +162,8 @@ def restore(
             confirm(f"replace database {name} on production", name, yes=yes)
 
     with backuprun.postgres_for(s) as pg:
-        outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask)
+        outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask,
+                                             local_dir=folder)  # fmt: skip
         if not dry_run:
             backuprun.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
     s.events.result(

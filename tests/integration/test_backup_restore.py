@@ -323,3 +323,38 @@ def test_dr_drill_restores_into_a_scratch_database_and_checks_the_targets(stack)
     missed = stack.inv("dr.drill", "--db", DB, "--rto-hours", "0.000001")
     assert missed.returncode == 1
     assert "DR targets missed: auth rto" in last_line(missed)
+
+
+def test_a_local_copy_restores_without_s3_and_a_damaged_one_is_refused(stack, tmp_path):
+    copies = tmp_path / "copies"
+    made = stack.inv("backup", "--db", DB, "--local-dir", str(copies), "--verify", "--json")
+    assert made.returncode == 0, made.stderr[-3000:]
+    record = json.loads(made.stdout)["backups"][0]
+    assert record["verified"] is True
+    local = copies / "local" / "postgres" / DB / record["backup_id"][:8]
+    data = local / f"{record['backup_id']}.dump.zst"
+    assert data.read_bytes() == stack.s3.client().get_object(
+        Bucket=stack.bucket, Key=record["object"])["Body"].read()  # fmt: skip
+    assert oct(data.stat().st_mode & 0o777) == "0o600"
+    listed = stack.inv("backup.list", "--db", DB, "--from", "local", "--local-dir", str(copies),
+                       "--json")  # fmt: skip
+    assert [b["backup_id"] for b in json.loads(listed.stdout)["backups"]] == [record["backup_id"]]
+
+    original = stack.fingerprint()
+    stack.sql("DELETE FROM items WHERE id > 4000")
+    unreachable = {"S3_ENDPOINT_URL": "http://127.0.0.1:9", "S3_BUCKET": "nowhere"}
+    restored = stack.inv("restore", "--db", DB, "--from", "local", "--local-dir", str(copies),
+                         "--backup-id", record["backup_id"], "--json", **unreachable)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert stack.fingerprint() == original
+    safety = json.loads(restored.stdout)["safety_backup"]
+    assert (local / f"{safety}.manifest.json").exists()  # the safety copy stayed local too
+
+    data.write_bytes(data.read_bytes()[:-10])
+    before = stack.fingerprint()
+    refused = stack.inv("restore", "--db", DB, "--from", "local", "--local-dir", str(copies),
+                        "--backup-id", record["backup_id"], **unreachable)  # fmt: skip
+    assert refused.returncode == 11 and "is truncated" in last_line(refused), refused.stderr
+    assert stack.fingerprint() == before
+    missing = stack.inv("restore", "--db", DB, "--from", "local", **unreachable)
+    assert missing.returncode != 0 and "add --local-dir DIR" in last_line(missing)
