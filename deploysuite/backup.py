@@ -5,6 +5,8 @@ one a restore takes. Pure functions only; deploysuite.backuprun moves the bytes.
     <S3_PREFIX>/<env>/postgres/<db>/<YYYYMMDD>/<id>.globals.sql.zst  pg_dumpall --globals-only
     <S3_PREFIX>/<env>/postgres/<db>/<YYYYMMDD>/<id>.manifest.json  written last: no manifest,
                                                                    no backup
+    <S3_PREFIX>/<env>/mongodb/<YYYYMMDD>/<id>.archive.zst          mongodump --archive, zstd
+    <S3_PREFIX>/<env>/mongodb/<YYYYMMDD>/<id>.manifest.json        written last
 """
 
 from __future__ import annotations
@@ -225,3 +227,20 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def mongodb_keys(s3_prefix: str, env: str, backup_id: str) -> tuple[str, str]:
+    """(archive object, manifest) of a MongoDB backup."""
+    stem = f"{s3_prefix.strip('/')}/{env}/mongodb/{backup_id[:8]}/{backup_id}"
+    return f"{stem}.archive.zst", f"{stem}.manifest.json"
+
+
+def mongodump_argv(container: str) -> tuple[str, ...]:
+    """mongodump of every database as one archive on stdout, inside the MongoDB container, with
+    the root credentials the container already holds (expanded there: never on this machine's
+    command line)."""
+    script = (
+        "exec mongodump --archive --quiet --authenticationDatabase admin "
+        '--username "$MONGO_INITDB_ROOT_USERNAME" --password "$MONGO_INITDB_ROOT_PASSWORD"'
+    )
+    return ("docker", "exec", container, "sh", "-c", script)

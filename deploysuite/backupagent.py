@@ -251,8 +251,10 @@ class Agent:
         data_key, manifest_key = wal.base_keys(self.store.prefix, self.settings.env, backup_id)
         producer = ("pg_basebackup", "-U", self.pg.user, "-D", "-", "-Ft", "-X", "none",
                     "-c", "fast", "--no-manifest")  # fmt: skip
-        uploaded = backuprun.stream_to_s3(self.s, self.pg, self.store, self.s3, producer,
-                                          data_key, "base backup")  # fmt: skip
+        uploaded = backuprun.stream_to_s3(
+            self.s, self.pg, self.store, self.s3, producer, data_key, "base backup",
+            tool="pg_basebackup",
+        )  # fmt: skip
         end = self.pg.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
         record: dict[str, object] = {
             "backup_id": backup_id, "kind": "base", "env": self.settings.env,

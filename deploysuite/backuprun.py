@@ -113,6 +113,7 @@ def stream_to_s3(
     label: str,
     expected: int | None = None,
     copy_to: Path | None = None,
+    tool: str = "pg_dump",
 ) -> s3store.Uploaded:
     """producer (in the server's container, on its host) | zstd (here) -> S3. A producer that
     fails anywhere fails the upload before it completes (the multipart upload is aborted): a
@@ -134,7 +135,7 @@ def stream_to_s3(
     def producers_ok() -> None:
         if pump is not None:
             pump.join(timeout=60)
-        for name, proc in (("pg_dump", dump), ("zstd", zstd)):
+        for name, proc in ((tool, dump), ("zstd", zstd)):
             code = proc.wait(timeout=60)
             if code != 0:
                 text = s.runner.masker(proc.error_text())
@@ -202,7 +203,7 @@ def backup_database(
         )  # fmt: skip
         roles = stream_to_s3(
             s, pg, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
-            keys.globals, f"{db} globals",
+            keys.globals, f"{db} globals", tool="pg_dumpall",
         )  # fmt: skip
     record = bk.manifest(
         backup_id=backup_id, env=s.config.env, db=db, keys=keys, size=data.size,
@@ -237,6 +238,41 @@ def verify_object(s3: Any, bucket: str, record: Mapping[str, object]) -> None:
             f"({size} bytes, sha256 {digest[:12]}...)",
             "check the bucket's storage; the backup is not counted",
         )
+
+
+def mongodb_container(s: Session, pg: Postgres) -> str | None:
+    """The stack's MongoDB container when it runs (MongoDB is optional: profile `unavailable`
+    here, where no image of it can be had)."""
+    name = f"{s.config.require('COMPOSE_PROJECT_NAME')}-mongodb-1"
+    argv = ("docker", "ps", "--quiet", "--filter", f"name=^{name}$", "--filter", "status=running")
+    found = pg.runner.run(Command(argv, mutates=False)).stdout.strip()
+    return name if found else None
+
+
+def backup_mongodb(
+    s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, container: str
+) -> dict[str, object]:
+    """mongodump --archive (in its container) | zstd | SHA-256 -> S3, the manifest last; a
+    mongodump that fails anywhere aborts the upload, as pg_dump's does."""
+    started = dt.datetime.now(dt.UTC)
+    backup_id = bk.new_backup_id(started, "mongodb")
+    data_key, manifest_key = bk.mongodb_keys(store.prefix, s.config.env, backup_id)
+    if s.runner.dry_run:
+        s.events.command(f"[{pg.runner.host}] mongodump --archive | zstd | s3 put {data_key}",
+                         run=False)  # fmt: skip
+        return {"backup_id": backup_id, "database": "mongodb", "dry_run": True}
+    with s.events.step("back up MongoDB (mongodump --archive)"):
+        data = stream_to_s3(s, pg, store, s3, bk.mongodump_argv(container), data_key, "mongodb",
+                            tool="mongodump")  # fmt: skip
+    record: dict[str, object] = {
+        "backup_id": backup_id, "env": s.config.env, "database": "mongodb", "kind": "scheduled",
+        "object": data_key, "size": data.size, "sha256": data.sha256, "compression": "zstd",
+        "format": "mongodump archive", "release": s.config.get("RELEASE_ID"),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    s3store.put_json(s3, store.bucket, manifest_key, record, sse=store.sse)
+    return record
 
 
 def list_backups(store: s3store.S3Settings, s3: Any, env: str, db: str) -> list[dict[str, object]]:

@@ -28,7 +28,8 @@ def chosen_databases(config, db: str) -> list[str]:
     default=True,
     iterable=["set_"],
     help={
-        "db": "One database (auth, chat, billing, analytics by default names) or all.",
+        "db": "One database (auth, chat, billing, analytics by default names), mongodb, or "
+        "all (MongoDB too when the stack runs it).",
         "prune": "After every backup completed, apply the retention (see backup.prune).",
         "days": "With --prune: retention in days.",
         "keep": "With --prune: newest backups always kept, whatever their age.",
@@ -43,7 +44,7 @@ def backup(
 ):  # fmt: skip
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
-    names = chosen_databases(s.config, db)
+    names = [] if db == "mongodb" else chosen_databases(s.config, db)
     store, s3 = backuprun.open_s3(s)
     with backuprun.postgres_for(s) as pg:
         records = [
@@ -53,6 +54,11 @@ def backup(
             )
             for name in names
         ]  # fmt: skip
+        mongodb = backuprun.mongodb_container(s, pg) if db in ("all", "mongodb") else None
+        if db == "mongodb" and not mongodb:
+            raise SuiteError(f"MongoDB does not run in the '{env}' stack", "back up --db all")
+        if mongodb:
+            records.append(backuprun.backup_mongodb(s, pg, store, s3, mongodb))
     if prune:  # only here: every backup above completed and has its manifest
         for name in names:
             gone = backuprun.prune(s, store, s3, name, int(days), int(keep))

@@ -358,3 +358,41 @@ def test_a_local_copy_restores_without_s3_and_a_damaged_one_is_refused(stack, tm
     assert stack.fingerprint() == before
     missing = stack.inv("restore", "--db", DB, "--from", "local", **unreachable)
     assert missing.returncode != 0 and "add --local-dir DIR" in last_line(missing)
+
+
+def test_mongodb_is_backed_up_when_the_stack_runs_it(stack):
+    """MongoDB cannot run here (no image of it, no Debian package of its tools): a container
+    under the stack's MongoDB name whose `mongodump` prints a fixed archive stands in for it, so
+    this tests the suite's path (detection, streaming, checksum, manifest, a failing mongodump)
+    and not MongoDB itself."""
+    name = f"{stack.project}-mongodb-1"
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", stack.container],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run(["docker", "run", "-d", "--name", name, "--entrypoint", "sleep", "-e",
+                    "MONGO_INITDB_ROOT_USERNAME=root", "-e", "MONGO_INITDB_ROOT_PASSWORD=pw",
+                    image, "infinity"], check=True, capture_output=True)  # fmt: skip
+    fake = (
+        '#!/bin/sh\n[ "$6" = root ] && [ "$8" = pw ] || exit 3\n'
+        'head -c 300000 /dev/zero | tr "\\0" m\n[ -e /tmp/fail ] && exit 1\nexit 0\n'
+    )
+    try:
+        subprocess.run(["docker", "exec", "-u", "root", "-i", name, "sh", "-c",
+                        "cat > /usr/local/bin/mongodump && chmod +x /usr/local/bin/mongodump"],
+                       input=fake.encode(), check=True)  # fmt: skip
+        made = stack.inv("backup", "--db", "mongodb", "--json")
+        assert made.returncode == 0, made.stderr[-3000:]
+        mongo = [r for r in json.loads(made.stdout)["backups"] if r["database"] == "mongodb"]
+        assert len(mongo) == 1 and mongo[0]["format"] == "mongodump archive"
+        body = stack.s3.client().get_object(Bucket=stack.bucket, Key=mongo[0]["object"])["Body"]
+        assert subprocess.run(["zstd", "-dc"], input=body.read(), capture_output=True,
+                              check=True).stdout == b"m" * 300000  # fmt: skip
+
+        subprocess.run(["docker", "exec", name, "touch", "/tmp/fail"], check=True)
+        before = stack.objects()
+        failed = stack.inv("backup", "--db", "mongodb")
+        assert failed.returncode == 11 and "mongodump exited 1" in last_line(failed)
+        assert not [k for k in set(stack.objects()) - set(before) if "/mongodb/" in k]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    gone = stack.inv("backup", "--db", "mongodb")
+    assert gone.returncode != 0 and "MongoDB does not run" in last_line(gone)

@@ -124,3 +124,16 @@ def test_the_lifecycle_rule_stays_inside_the_prefix():
     assert archived["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER"}]
     with pytest.raises(bk.BackupError, match="pointless"):
         bk.lifecycle_rules("mysaaschat", 30, 30, "GLACIER")
+
+
+def test_mongodump_runs_in_its_container_with_the_credentials_it_holds():
+    argv = bk.mongodump_argv("p-mongodb-1")
+    assert argv[:5] == ("docker", "exec", "p-mongodb-1", "sh", "-c")
+    assert argv[5] == (
+        "exec mongodump --archive --quiet --authenticationDatabase admin "
+        '--username "$MONGO_INITDB_ROOT_USERNAME" --password "$MONGO_INITDB_ROOT_PASSWORD"'
+    )
+    assert bk.mongodb_keys("/p/", "prod", "20240115T020000Z-mongodb") == (
+        "p/prod/mongodb/20240115/20240115T020000Z-mongodb.archive.zst",
+        "p/prod/mongodb/20240115/20240115T020000Z-mongodb.manifest.json",
+    )
