@@ -145,11 +145,12 @@ class BackupStack:
         logs = self.compose("logs", "--tail", "40", "backup", check=False).stdout
         pytest.fail(f"timed out waiting for {what}; status {self.status()}\n{logs}")
 
-    def inv(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def inv(self, *args: str, script: str = "") -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "COMPOSE_PROJECT_NAME": self.project, "POSTGRES_USER": "mysaaschat",
                **{k: v for k, v in self.backup_env.items() if k.startswith("S3_")}}  # fmt: skip
-        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
-                              cwd=REPO, capture_output=True, text=True, env=env,
+        argv = [script, *args] if script else [sys.executable, "-m", "invoke", "-r", str(REPO),
+                                               *args]  # fmt: skip
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env,
                               timeout=900)  # fmt: skip
 
 
@@ -265,6 +266,11 @@ def test_point_in_time_restore_refuses_what_it_cannot_reach_and_changes_nothing(
     for text, message in cases.items():
         refused = stack.inv("restore", "--target-time", text, "--db", "auth", "--yes")
         assert refused.returncode != 0 and message in refused.stderr, (text, refused.stderr)
+    # the seed's interface: scripts/restore.sh -t
+    seed = stack.inv(
+        "-t", "2001-01-01T00:00:00Z", "-b", "auth", "-y", script="./scripts/restore.sh"
+    )
+    assert seed.returncode != 0 and "no base backup had finished by" in seed.stderr, seed.stderr
     now = stack.sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
     # the newest WAL has not reached S3 yet (it waits for POSTGRES_ARCHIVE_TIMEOUT)
     stack.sql("INSERT INTO items VALUES (300001, 'not yet archived', now())", "auth")
