@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import subprocess
 import tempfile
 import time
@@ -472,6 +473,55 @@ def apply_restore(
                           time.monotonic() - started)  # fmt: skip
 
 
+def restore_jobs(cpus: int | None) -> int:
+    return min(4, cpus or 1)
+
+
+def parallel_restore_argv(
+    image: str, socket_volume: str, dump: Path, jobs: int, user: str, target: str
+) -> tuple[str, ...]:
+    """pg_restore -j in a throwaway container of the server's own image that sees the
+    uncompressed dump (read-only) and the server's socket directory, and no network."""
+    return ("docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL", "--user", "0",
+            "-v", f"{dump}:/restore/dump.pgc:ro", "-v", f"{socket_volume}:/var/run/postgresql",
+            "--entrypoint", "pg_restore", image, "--exit-on-error", "--no-owner", "-j", str(jobs),
+            "-U", user, "-d", target, "/restore/dump.pgc")  # fmt: skip
+
+
+SOCKET_VOLUME_FORMAT = (
+    '{{.Image}} {{range .Mounts}}{{if eq .Destination "/var/run/postgresql"}}{{.Name}}'
+    "{{end}}{{end}}"
+)
+
+
+def parallel_restore(s: Session, pg: Postgres, path: Path, target: str) -> bool:
+    """pg_restore -j needs a seekable file the restoring process can read: possible when the
+    server runs on this machine with its socket directory in a volume (the compose stack) and
+    there are cores to spare. False when it is not possible, or when it failed (the target is
+    then emptied, and the caller restores in one stream)."""
+    jobs = restore_jobs(os.cpu_count())
+    if pg.runner.transport is not None or pg.container is None or jobs < 2:
+        return False
+    inspect = ("docker", "inspect", "--format", SOCKET_VOLUME_FORMAT, pg.container)
+    found = pg.runner.run(Command(inspect, mutates=False), check=False).stdout.split()
+    if len(found) != 2:
+        return False
+    image, volume = found
+    with tempfile.TemporaryDirectory(prefix="restore-j-") as tmp:
+        dump = Path(tmp) / "dump.pgc"
+        pg.runner.run(Command(("zstd", "-q", "-d", str(path), "-o", str(dump)), timeout=3600))
+        argv = parallel_restore_argv(image, volume, dump, jobs, pg.user, target)
+        result = pg.runner.run(Command(argv, timeout=7200), check=False)
+    if result.ok:
+        s.events.info(f"  restored with pg_restore -j {jobs} from a local file")
+        return True
+    s.events.info(f"  parallel restore failed ({s.runner.masker(result.stderr.strip()[-200:])}); "
+                  "restoring in one stream")  # fmt: skip
+    pg.sql(f'DROP DATABASE "{target}"', mutates=True)
+    pg.sql(f'CREATE DATABASE "{target}"', mutates=True)
+    return False
+
+
 def restore_into(
     s: Session, pg: Postgres, path: Path, record: Mapping[str, object], target: str
 ) -> tuple[int, dict[str, int]]:
@@ -479,9 +529,10 @@ def restore_into(
     manifest's. Returns it and every table's row count; on any failure `target` is dropped."""
     pg.sql(f'CREATE DATABASE "{target}"', mutates=True)
     try:
-        pg_restore_from(s, pg, path,
-                        ("--exit-on-error", "--no-owner", "-U", pg.user, "-d", target),
-                        f"restoring {record['backup_id']}")  # fmt: skip
+        if not parallel_restore(s, pg, path, target):
+            pg_restore_from(s, pg, path,
+                            ("--exit-on-error", "--no-owner", "-U", pg.user, "-d", target),
+                            f"restoring {record['backup_id']}")  # fmt: skip
         schema = int(pg.sql(SCHEMA_SQL, target) or 0)
         if record.get("schema_version") is not None and schema != record["schema_version"]:
             raise bk.BackupError(

@@ -105,10 +105,14 @@ class ArchivedWal:
     last_modified: dt.datetime
 
 
-def needed_wal(archived: Iterable[ArchivedWal], start: str, target: dt.datetime) -> list[str]:
-    """The WAL files a replay from `start` to `target` reads: every history file, and the
-    unbroken run of segments of `start`'s timeline from `start` on, up to the first one archived
-    after `target`. A gap or an archive that stops before `target` is one clear error."""
+def needed_wal(
+    archived: Iterable[ArchivedWal], start: str, target: dt.datetime, end: str | None = None
+) -> list[str]:
+    """The WAL files a replay from `start` to `target` may read: every history file, and the
+    unbroken run of segments of `start`'s timeline from `start` on. A segment is archived after
+    its last record, but how long after is unknown, so the whole run goes to the replay, which
+    stops at the target itself; what is certain is refused here: a run that ends before `end`
+    (the base backup's last segment), or whose newest segment was archived before `target`."""
     timeline, first = split(start)
     by_number: dict[int, ArchivedWal] = {}
     histories = []
@@ -127,16 +131,22 @@ def needed_wal(archived: Iterable[ArchivedWal], start: str, target: dt.datetime)
     run, number = [], first
     while number in by_number:
         run.append(by_number[number])
-        if by_number[number].last_modified >= target:
-            return sorted(histories) + [w.name for w in run]
         number += 1
-    last = run[-1]
-    gap = segment_name(timeline, number)
-    raise BackupError(
-        f"the WAL archive reaches only {last.last_modified:%Y-%m-%dT%H:%M:%SZ} (segment "
-        f"{last.name}; {gap} is missing): it cannot replay to {target:%Y-%m-%dT%H:%M:%SZ}",
-        "pick an earlier --target-time; the newest WAL reaches S3 within POSTGRES_ARCHIVE_TIMEOUT",
-    )
+    last, gap = run[-1], segment_name(timeline, number)
+    if end is not None and split(end)[1] > split(last.name)[1]:
+        raise BackupError(
+            f"the WAL archive stops at {last.name} ({gap} is missing), before {end} where the "
+            "base backup becomes consistent",
+            "pick another base backup's time, or restore a dump with --date",
+        )
+    if last.last_modified < target:
+        raise BackupError(
+            f"the WAL archive reaches only {last.last_modified:%Y-%m-%dT%H:%M:%SZ} (segment "
+            f"{last.name}; {gap} is missing): it cannot replay to {target:%Y-%m-%dT%H:%M:%SZ}",
+            "pick an earlier --target-time; the newest WAL reaches S3 within "
+            "POSTGRES_ARCHIVE_TIMEOUT",
+        )
+    return sorted(histories) + [w.name for w in run]
 
 
 def recovery_options(target: dt.datetime, wal_dir: str) -> list[str]:

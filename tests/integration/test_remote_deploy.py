@@ -209,7 +209,7 @@ def test_first_deploy_ships_a_release_and_passes_smoke(remote):
     folder = Path(remote.env_dir) / "releases" / release
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["outcome"] == "deployed" and manifest["finished"]
-    assert set(manifest["images"]) == {*ROLLING, "mailsink"}
+    assert set(manifest["images"]) == {*ROLLING, "mailsink", "backup"}
     assert all("@sha256:" in ref for ref in manifest["images"].values())  # pinned by digest
     assert manifest["schema_versions"] == {"auth": "2", "chat": "1", "billing": "3",
                                            "analytics": "2"}  # fmt: skip

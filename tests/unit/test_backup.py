@@ -137,3 +137,18 @@ def test_mongodump_runs_in_its_container_with_the_credentials_it_holds():
         "p/prod/mongodb/20240115/20240115T020000Z-mongodb.archive.zst",
         "p/prod/mongodb/20240115/20240115T020000Z-mongodb.manifest.json",
     )
+
+
+def test_parallel_restore_runs_in_the_servers_image_beside_its_socket():
+    from pathlib import Path
+
+    from deploysuite.backuprun import parallel_restore_argv, restore_jobs
+
+    assert parallel_restore_argv("sha256:pg", "p_postgres-socket", Path("/t/dump.pgc"), 2,
+                                 "u", "auth_restoring_1") == (
+        "docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL", "--user", "0",
+        "-v", "/t/dump.pgc:/restore/dump.pgc:ro", "-v", "p_postgres-socket:/var/run/postgresql",
+        "--entrypoint", "pg_restore", "sha256:pg", "--exit-on-error", "--no-owner", "-j", "2",
+        "-U", "u", "-d", "auth_restoring_1", "/restore/dump.pgc",
+    )  # fmt: skip
+    assert [restore_jobs(n) for n in (None, 1, 2, 16)] == [1, 1, 2, 4]

@@ -70,12 +70,13 @@ def archive(*items: tuple[str, float]) -> list[wal.ArchivedWal]:
     return [wal.ArchivedWal(name, at(minutes)) for name, minutes in items]
 
 
-def test_needed_wal_is_the_unbroken_run_up_to_the_first_segment_past_the_target():
+def test_needed_wal_is_the_whole_unbroken_run_of_the_base_backups_timeline():
     found = archive(("000000010000000000000001", 0), ("000000010000000000000002", 5),
                     ("000000010000000000000003", 10), ("000000010000000000000004", 15),
-                    ("000000010000000000000005", 20), ("00000002.history", 21),
-                    ("000000020000000000000006", 22))  # fmt: skip
-    assert wal.needed_wal(found, "000000010000000000000002", at(12)) == [
+                    ("00000002.history", 21), ("000000020000000000000006", 22))  # fmt: skip
+    # archived after its last record, by an unknown delay: the replay gets every segment after
+    # the start and stops at the target itself
+    assert wal.needed_wal(found, "000000010000000000000002", at(3)) == [
         "00000002.history", "000000010000000000000002", "000000010000000000000003",
         "000000010000000000000004",
     ]  # fmt: skip
@@ -85,6 +86,8 @@ def test_a_gap_or_a_short_archive_is_refused_with_where_it_stops():
     gap = archive(("000000010000000000000002", 5), ("000000010000000000000004", 15))
     with pytest.raises(BackupError, match=r"reaches only .*000000010000000000000003 is missing"):
         wal.needed_wal(gap, "000000010000000000000002", at(12))
+    with pytest.raises(BackupError, match="before 000000010000000000000004 where the base"):
+        wal.needed_wal(gap, "000000010000000000000002", at(1), "000000010000000000000004")
     with pytest.raises(BackupError, match="where the base backup starts, is not in the archive"):
         wal.needed_wal(gap, "000000010000000000000001", at(1))
 
