@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import itertools
 import json
 import math
@@ -58,6 +59,17 @@ def sequence_of(text: str) -> int | None:
     """The publisher's sequence number in a message text ("load <n>"), else None."""
     prefix, _, number = text.partition(" ")
     return int(number) if prefix == "load" and number.isdigit() else None
+
+
+def closed_by_server(exc: BaseException) -> bool:
+    """The keepalive race: the server closed a connection the request was sent on, seen as a
+    disconnect or as a reset (ECONNRESET/EPIPE). A refused or failed connect is no such race
+    (the server is down) and counts as failed."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    if isinstance(exc, aiohttp.ClientConnectorError) or not isinstance(exc, aiohttp.ClientOSError):
+        return False
+    return exc.errno in (errno.ECONNRESET, errno.EPIPE)
 
 
 class LoadError(Exception):
@@ -107,16 +119,15 @@ class Load:
                 ) as response:
                     await response.read()
                     outcome: int | str = response.status
-            except aiohttp.ServerDisconnectedError as exc:
-                # An idle keepalive connection the server closed as the request went out (an
-                # old nginx worker during a graceful reload): retried once on a new
-                # connection, as browsers and HTTP clients do; counted apart.
+            except Exception as exc:
                 outcome = type(exc).__name__
-                if attempt == 1:
+                if closed_by_server(exc) and attempt == 1:
+                    # An idle keepalive connection the server closed as the request went out
+                    # (an old nginx worker during a graceful reload): retried once on a new
+                    # connection, as browsers and HTTP clients do; counted apart.
                     self.retried += 1
                     continue
-            except Exception as exc:  # every other error is a failed request, named by type
-                outcome = type(exc).__name__
+                # every other error is a failed request, named by type
             break
         self.latencies.append((time.monotonic() - started) * 1000)
         return outcome

@@ -43,3 +43,19 @@ def test_sequence_of_reads_only_the_publishers_texts():
     assert sequence_of("hello 17") is None
     assert sequence_of("load x") is None
     assert sequence_of("load") is None
+
+
+def test_only_the_keepalive_race_is_retried():
+    import errno
+
+    import aiohttp
+
+    from bench.loadgen import closed_by_server
+
+    assert closed_by_server(aiohttp.ServerDisconnectedError())
+    assert closed_by_server(aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"))
+    assert closed_by_server(aiohttp.ClientOSError(errno.EPIPE, "Broken pipe"))
+    assert not closed_by_server(aiohttp.ClientOSError(errno.ETIMEDOUT, "timed out"))
+    refused = aiohttp.ClientConnectorError(None, OSError(errno.ECONNREFUSED, "refused"))
+    assert not closed_by_server(refused)  # the server is down: a failed request
+    assert not closed_by_server(TimeoutError())
