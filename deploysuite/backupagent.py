@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from deploysuite import backup as bk
-from deploysuite import backuprun, notify, s3store, wal
+from deploysuite import backuprun, notify, pitr, s3store, wal
 from deploysuite.cli import Session
 from deploysuite.config import Config, load_config
 from deploysuite.errors import SuiteError
@@ -147,7 +147,7 @@ class Agent:
             self.status.setdefault("newest_verified", oldest_newest)
             self.status.setdefault("dumps", oldest_newest)
         if self.settings.wal_archiving:
-            bases = self.base_manifests()
+            bases = pitr.list_bases(self.store, self.s3, self.settings.env)
             if bases:
                 last = max(str(m["finished"]) for m in bases)
                 self.status.setdefault("newest_base", last)
@@ -218,12 +218,8 @@ class Agent:
             data = subprocess.run(["zstd", "-q", "-3", "-c", str(path)], check=True,
                                   capture_output=True, timeout=120).stdout  # fmt: skip
             key = wal.wal_key(self.store.prefix, self.settings.env, self.cluster_id(), name)
-            extra = {"ServerSideEncryption": self.store.sse} if self.store.sse != "none" else {}
-            with s3store.translated(self.s3, self.store.bucket, key):
-                self.s3.put_object(
-                    Bucket=self.store.bucket, Key=key, Body=data,
-                    Metadata={"sha256": hashlib.sha256(data).hexdigest()}, **extra,
-                )  # fmt: skip
+            s3store.put_bytes(self.s3, self.store.bucket, key, data, sse=self.store.sse,
+                              Metadata={"sha256": hashlib.sha256(data).hexdigest()})  # fmt: skip
             path.unlink()
             shipped += 1
             self.status["wal_last_shipped"] = name
@@ -237,12 +233,6 @@ class Agent:
         archived, _, failed = row.partition("|")
         self.status["archiver_last_archived"] = iso(parse_pg_time(archived))
         self.status["archiver_last_failed"] = iso(parse_pg_time(failed))
-
-    def base_manifests(self) -> list[dict[str, object]]:
-        folder = wal.base_folder(self.store.prefix, self.settings.env)
-        return [s3store.get_json(self.s3, self.store.bucket, item.key)
-                for item in s3store.list_keys(self.s3, self.store.bucket, folder)
-                if item.key.endswith(".manifest.json")]  # fmt: skip
 
     def run_base_backup(self) -> None:
         started = now_utc()

@@ -123,10 +123,8 @@ def stream_to_s3(
     dump = pg.start(producer)
     dump.close_stdin()
     zstd, pump = streams.feeding(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), dump)
-    reader: Any = zstd.stdout
     tee = localcopy.Tee(zstd.stdout, copy_to) if copy_to else None
-    if tee is not None:
-        reader = tee
+    reader = tee or zstd.stdout
     started = time.monotonic()
 
     def progress(done: int) -> None:
@@ -312,26 +310,37 @@ def fetch_verified(
     return path
 
 
+def pipe_into(
+    s: Session,
+    pg: Postgres,
+    source: tuple[str, ...],
+    target: tuple[str, ...],
+    what: str,
+    fix: str | None = None,
+) -> None:
+    """`source` (here) | `target` (in a container on the server's host, through the runner's
+    transport); either one failing is one line naming `what`."""
+    producer = streams.LocalProcess(source)
+    consumer = pg.start(target)
+    pumping = streams.pump(producer.stdout, consumer)
+    try:
+        pumping.join()
+        codes = (producer.wait(), consumer.wait())
+        if any(codes):
+            text = consumer.error_text() or producer.error_text()
+            line = text.splitlines()[-1] if text else "-"
+            raise bk.BackupError(f"{what} failed: {s.runner.masker(line)}", fix)
+    finally:
+        producer.kill()
+        consumer.kill()
+
+
 def pg_restore_from(s: Session, pg: Postgres, path: Path, args: tuple[str, ...], what: str) -> None:
     """zstd -dc FILE (here) | pg_restore ARGS (in the server's container, on its host)."""
     argv = pg.exec_argv("pg_restore", *args, stdin=True)
     s.events.command(f"[{pg.runner.host}] zstd -dc {path.name} | {' '.join(argv)}", run=True)
-    with path.open("rb") as source:
-        unzip = streams.LocalProcess(("zstd", "-q", "-dc"), stdin=source)
-        restore = pg.start(argv)
-        pumping = streams.pump(unzip.stdout, restore)
-        try:
-            pumping.join()
-            codes = (unzip.wait(), restore.wait())
-            if any(codes):
-                text = restore.error_text() or unzip.error_text()
-                raise bk.BackupError(
-                    f"{what} failed: {s.runner.masker(text.splitlines()[-1] if text else '-')}",
-                    "pick another backup (inv backup.list)",
-                )
-        finally:
-            unzip.kill()
-            restore.kill()
+    pipe_into(s, pg, ("zstd", "-q", "-dc", str(path)), argv, what,
+              "pick another backup (inv backup.list)")  # fmt: skip
 
 
 def dump_to_file(s: Session, pg: Postgres, db: str, path: Path) -> tuple[int, str]:

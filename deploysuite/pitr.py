@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deploysuite import backup as bk
-from deploysuite import backuprun, s3store, streams, wal
+from deploysuite import backuprun, s3store, wal
 from deploysuite.backuprun import Postgres, RestoreOutcome
 from deploysuite.cli import Session
 from deploysuite.runner import Command
@@ -95,18 +95,8 @@ def fetch_wal(
 def feed(s: Session, scratch: Postgres, source_argv: tuple[str, ...], into: str, what: str) -> None:
     """A local producer's stdout (a tar stream) unpacked into `into` inside the scratch
     container, on the stack's host."""
-    producer = streams.LocalProcess(source_argv)
-    unpack = scratch.start(scratch.exec_argv("tar", "-x", "-C", into, stdin=True))
-    pumping = streams.pump(producer.stdout, unpack)
-    try:
-        pumping.join()
-        codes = (producer.wait(), unpack.wait())
-        if any(codes):
-            text = unpack.error_text() or producer.error_text()
-            raise bk.BackupError(f"{what} failed: {s.runner.masker(text)[-300:]}")
-    finally:
-        producer.kill()
-        unpack.kill()
+    unpack = scratch.exec_argv("tar", "-x", "-C", into, stdin=True)
+    backuprun.pipe_into(s, scratch, source_argv, unpack, what)
 
 
 def wait_promoted(scratch: Postgres, timeout: float) -> None:

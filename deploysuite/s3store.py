@@ -349,11 +349,18 @@ def download_stream(
     return size, digest.hexdigest()
 
 
-def put_json(s3: S3Client, bucket: str, key: str, value: object, *, sse: Sse) -> None:
+def put_bytes(
+    s3: S3Client, bucket: str, key: str, body: bytes, *, sse: Sse, **options: Any
+) -> None:
+    """One small object in one request, with the suite's server-side encryption."""
     extra = {"ServerSideEncryption": sse} if sse != "none" else {}
-    body = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
     with translated(s3, bucket, key):
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **extra)
+        s3.put_object(Bucket=bucket, Key=key, Body=body, **extra, **options)
+
+
+def put_json(s3: S3Client, bucket: str, key: str, value: object, *, sse: Sse) -> None:
+    body = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
+    put_bytes(s3, bucket, key, body, sse=sse, ContentType="application/json")
 
 
 def get_json(s3: S3Client, bucket: str, key: str) -> Any:
