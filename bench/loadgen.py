@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import itertools
 import json
 import math
@@ -63,13 +62,14 @@ def sequence_of(text: str) -> int | None:
 
 def closed_by_server(exc: BaseException) -> bool:
     """The keepalive race: the server closed a connection the request was sent on, seen as a
-    disconnect or as a reset (ECONNRESET/EPIPE). A refused or failed connect is no such race
-    (the server is down) and counts as failed."""
+    disconnect, a reset, or a TLS error on the closing connection (after nginx's close_notify:
+    errno 1). Behind nginx nothing else breaks an established connection (a backend's failure
+    is a 502). A refused or failed connect is no such race (the server is down): it fails."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return True
-    if isinstance(exc, aiohttp.ClientConnectorError) or not isinstance(exc, aiohttp.ClientOSError):
-        return False
-    return exc.errno in (errno.ECONNRESET, errno.EPIPE)
+    return isinstance(exc, aiohttp.ClientOSError) and not isinstance(
+        exc, aiohttp.ClientConnectorError
+    )
 
 
 class LoadError(Exception):

@@ -55,7 +55,7 @@ def test_only_the_keepalive_race_is_retried():
     assert closed_by_server(aiohttp.ServerDisconnectedError())
     assert closed_by_server(aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"))
     assert closed_by_server(aiohttp.ClientOSError(errno.EPIPE, "Broken pipe"))
-    assert not closed_by_server(aiohttp.ClientOSError(errno.ETIMEDOUT, "timed out"))
+    assert closed_by_server(aiohttp.ClientOSError(1, "[SSL: APPLICATION_DATA_AFTER_CLOSE_NOTIFY]"))
     refused = aiohttp.ClientConnectorError(None, OSError(errno.ECONNREFUSED, "refused"))
     assert not closed_by_server(refused)  # the server is down: a failed request
     assert not closed_by_server(TimeoutError())
