@@ -34,7 +34,7 @@ from pathlib import Path
 from common import REPO, row, write
 
 sys.path.insert(0, str(REPO))
-from deploysuite.images import base_image_ref
+from deploysuite.images.recipes import base_image_ref
 from tests.integration.conftest import S3Server
 
 PROJECT = f"benchbackup{os.getpid()}"

@@ -30,13 +30,13 @@ from pathlib import Path
 from common import REPO, median, row, write
 
 sys.path.insert(0, str(REPO))
-from deploysuite import commands
-from deploysuite.compose import stack_for
-from deploysuite.config import load_config
-from deploysuite.events import Events
-from deploysuite.localdeploy import current_env, write_service_envs
-from deploysuite.localstack import remove_project
-from deploysuite.runner import Runner
+from deploysuite.config.layers import load_config
+from deploysuite.core import commands
+from deploysuite.core.events import Events
+from deploysuite.core.runner import Runner
+from deploysuite.deploy.local import current_env, write_service_envs
+from deploysuite.engines.stack import stack_for
+from deploysuite.engines.state import remove_project
 
 
 def free_port() -> int:

@@ -17,8 +17,8 @@ import sys
 from common import REPO, median, row, timed, write
 
 sys.path.insert(0, str(REPO))
-from deploysuite.service_build import images_file
-from deploysuite.service_images import SERVICES
+from deploysuite.images.build import images_file
+from deploysuite.images.services import SERVICES
 
 PYTHON_IMAGE = "mysaaschat/python:bookworm"
 

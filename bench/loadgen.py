@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from deploysuite.smoke import PinnedResolver
+from deploysuite.deploy.smoke import PinnedResolver
 
 PROBE_PATH = "/health/auth"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)

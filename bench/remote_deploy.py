@@ -37,12 +37,12 @@ from common import REPO, median, row, write
 
 sys.path.insert(0, str(REPO))
 from bench.loadgen import BackgroundLoad
-from deploysuite import release as rel
-from deploysuite.config import load_config
-from deploysuite.events import Events
-from deploysuite.localstack import remove_project
-from deploysuite.remotedeploy import release_files
-from deploysuite.runner import Runner
+from deploysuite.config.layers import load_config
+from deploysuite.core.events import Events
+from deploysuite.core.runner import Runner
+from deploysuite.deploy import release as rel
+from deploysuite.deploy.remote import release_files
+from deploysuite.engines.state import remove_project
 from tests.integration.conftest import Registry, SshHost, free_port
 
 LEVELS = ("WARNING", "ERROR", "INFO", "DEBUG")

@@ -1,19 +1,15 @@
-"""The task edge: the invoke Task class that turns SuiteError into one line, and the objects every
-task builds from its flags (config, events, runner)."""
+"""The task edge: the invoke Task class that turns SuiteError into one line, the common flags'
+help text, and the confirmation before destructive work. Only this module and tasks/ know invoke."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import invoke
 
-from deploysuite.config import Config, load_config, parse_cli_overrides
-from deploysuite.errors import SuiteError
-from deploysuite.events import Events
-from deploysuite.runner import Runner
+from deploysuite.core.errors import SuiteError
 
 # help= text shared by the flags most tasks take.
 COMMON_HELP = {
@@ -54,30 +50,6 @@ def task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
-
-
-@dataclass
-class Session:
-    """What one task run works with."""
-
-    config: Config
-    events: Events
-    runner: Runner
-
-
-def session(
-    env: str,
-    *,
-    dry_run: bool = False,
-    json: bool = False,
-    verbose: bool = False,
-    overrides: Iterable[str] = (),
-    service: str | None = None,
-) -> Session:
-    config = load_config(env, service=service, cli=parse_cli_overrides(overrides))
-    masker = config.masker()
-    events = Events(json_mode=json, verbose=verbose, masker=masker)
-    return Session(config, events, Runner(events, masker, dry_run=dry_run))
 
 
 def confirm(action: str, expected: str, *, yes: bool, read: Callable[[str], str] = input) -> None:

@@ -7,16 +7,18 @@ from pathlib import Path
 
 from invoke import Collection
 
-from deploysuite import backup as bk
-from deploysuite import backuprun, localcopy
-from deploysuite.cli import confirm, session, task
-from deploysuite.errors import SuiteError
+from deploysuite.backup import catalog as bk
+from deploysuite.backup import dump, localcopy, postgres
+from deploysuite.backup import restore as restores
+from deploysuite.cli import confirm, task
+from deploysuite.config.session import session
+from deploysuite.core.errors import SuiteError
 
 LIST_COLUMNS = ["backup_id", "database", "kind", "size", "schema", "finished"]
 
 
 def chosen_databases(config, db: str) -> list[str]:
-    known = list(backuprun.databases(config))
+    known = list(postgres.databases(config))
     if db in ("", "all"):
         return known
     if db not in known:
@@ -45,23 +47,23 @@ def backup(
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     names = [] if db == "mongodb" else chosen_databases(s.config, db)
-    store, s3 = backuprun.open_s3(s)
-    with backuprun.postgres_for(s) as pg:
+    store, s3 = dump.open_s3(s)
+    with postgres.postgres_for(s) as pg:
         records = [
-            backuprun.backup_database(
+            dump.backup_database(
                 s, pg, store, s3, name, local_dir=Path(local_dir) if local_dir else None,
-                verify=backuprun.verify_object if verify else None,
+                verify=dump.verify_object if verify else None,
             )
             for name in names
         ]  # fmt: skip
-        mongodb = backuprun.mongodb_container(s, pg) if db in ("all", "mongodb") else None
+        mongodb = dump.mongodb_container(s, pg) if db in ("all", "mongodb") else None
         if db == "mongodb" and not mongodb:
             raise SuiteError(f"MongoDB does not run in the '{env}' stack", "back up --db all")
         if mongodb:
-            records.append(backuprun.backup_mongodb(s, pg, store, s3, mongodb))
+            records.append(dump.backup_mongodb(s, pg, store, s3, mongodb))
     if prune:  # only here: every backup above completed and has its manifest
         for name in names:
-            gone = backuprun.prune(s, store, s3, name, int(days), int(keep))
+            gone = dump.prune(s, store, s3, name, int(days), int(keep))
             if local_dir:
                 gone += localcopy.prune(Path(local_dir), env, name, int(days), int(keep), dry_run)
             if gone:
@@ -110,9 +112,9 @@ def list_(c, env="local", db="all", json=False, verbose=False, set_=None, from_=
         found = [m for name in chosen_databases(s.config, db)
                  for m in localcopy.list_backups(folder, env, name)]  # fmt: skip
     else:
-        store, s3 = backuprun.open_s3(s)
+        store, s3 = dump.open_s3(s)
         found = [m for name in chosen_databases(s.config, db)
-                 for m in backuprun.list_backups(store, s3, env, name)]  # fmt: skip
+                 for m in dump.list_backups(store, s3, env, name)]  # fmt: skip
     rows = [
         {
             "backup_id": str(m["backup_id"]), "database": str(m["database"]),
@@ -158,8 +160,8 @@ def restore(
         store, s3 = None, None  # S3 may be what is down: a local restore never needs it
         found = localcopy.list_backups(folder, env, name)
     else:
-        store, s3 = backuprun.open_s3(s)
-        found = backuprun.list_backups(store, s3, env, name)
+        store, s3 = dump.open_s3(s)
+        found = dump.list_backups(store, s3, env, name)
     record = bk.choose(found, day, backup_id or None, name)
 
     def ask(backup_name: str) -> None:
@@ -167,11 +169,11 @@ def restore(
         if env == "production" and not dry_run:
             confirm(f"replace database {name} on production", name, yes=yes)
 
-    with backuprun.postgres_for(s) as pg:
-        outcome = backuprun.restore_database(s, pg, store, s3, name, record, ask,
+    with postgres.postgres_for(s) as pg:
+        outcome = restores.restore_database(s, pg, store, s3, name, record, ask,
                                              local_dir=folder)  # fmt: skip
         if not dry_run:
-            backuprun.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
+            restores.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
     s.events.result(
         [{"table": t, "rows": str(n)} for t, n in sorted(outcome.counts.items())],
         ["table", "rows"],
@@ -185,22 +187,22 @@ def restore(
 
 
 def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, keep_days: int):
-    from deploysuite import pitr, wal
+    from deploysuite.backup import pitr, wal
 
     now = dt.datetime.now(dt.UTC)
     target = wal.parse_target_time(text, now)
     names = chosen_databases(s.config, db or "all")
-    store, s3 = backuprun.open_s3(s)
+    store, s3 = dump.open_s3(s)
 
     def ask(label: str) -> None:
         s.events.info(f"replayed {label}; restoring {', '.join(names)} of '{env}'")
         if env == "production" and not dry_run:
             confirm(f"replace {', '.join(names)} on production", "production", yes=yes)
 
-    with backuprun.postgres_for(s) as pg:
+    with postgres.postgres_for(s) as pg:
         outcomes = pitr.restore_to_time(s, pg, store, s3, target, names, ask)
         if not dry_run:
-            backuprun.drop_old_pre_restore(pg, keep_days, now)
+            restores.drop_old_pre_restore(pg, keep_days, now)
     rows = [{"database": o.database, "schema": str(o.schema_version),
              "rows": str(sum(o.counts.values())), "safety_backup": o.safety_backup,
              "kept_as": o.kept_as, "seconds": f"{o.seconds:.1f}"} for o in outcomes]  # fmt: skip
@@ -224,10 +226,10 @@ def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, k
 def prune_(c, env="local", db="all", days=30, keep=7, dry_run=False, json=False, set_=None):
     """Apply the retention in S3: older than --days goes, the newest --keep always stay."""
     s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
-    store, s3 = backuprun.open_s3(s)
+    store, s3 = dump.open_s3(s)
     rows = []
     for name in chosen_databases(s.config, db):
-        for backup_id in backuprun.prune(s, store, s3, name, int(days), int(keep)):
+        for backup_id in dump.prune(s, store, s3, name, int(days), int(keep)):
             rows.append({"database": name, "backup_id": backup_id})
     verb = "would delete" if dry_run else "deleted"
     s.events.result(rows, ["database", "backup_id"], title=f"{verb} {len(rows)} backup(s):",
@@ -250,10 +252,10 @@ def lifecycle_(
     """Apply the S3 lifecycle rule of the suite's prefix (expiry, stale uploads, archive).
 
     Incomplete multipart uploads are aborted after a day; other rules of the bucket are kept."""
-    from deploysuite import s3store
+    from deploysuite.backup import s3 as s3store
 
     s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
-    store, s3 = backuprun.open_s3(s)
+    store, s3 = dump.open_s3(s)
     rules = bk.lifecycle_rules(store.prefix, int(days), int(archive_after) or None, archive_class)
     if dry_run:
         s.events.command(f"[local] s3 put-bucket-lifecycle {store.bucket} {rules}", run=False)

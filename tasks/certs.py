@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from deploysuite import tls
-from deploysuite.cli import session, task
-from deploysuite.compose import stack_for
-from deploysuite.errors import ConfigError
-from deploysuite.localdeploy import current_env, deploy_paths, prepare_tls, server_names
-from deploysuite.runner import Command
+from deploysuite.cli import task
+from deploysuite.config.session import session
+from deploysuite.core.errors import ConfigError
+from deploysuite.core.runner import Command
+from deploysuite.deploy.local import current_env, deploy_paths, prepare_tls, server_names
+from deploysuite.edge import tls
+from deploysuite.engines.stack import stack_for
 
 
 @task

@@ -10,13 +10,16 @@ from pathlib import Path
 
 from invoke import Collection
 
-from deploysuite import ci, cigates, notify
-from deploysuite.cli import session, task
-from deploysuite.errors import ChecksFailed, ConfigError
-from deploysuite.files import write_private
-from deploysuite.lock import ci_run_url
-from deploysuite.runner import Command
-from deploysuite.service_build import images_file, read_images_file
+from deploysuite.ci import checks as ci
+from deploysuite.ci import gates as cigates
+from deploysuite.cli import task
+from deploysuite.config.session import session
+from deploysuite.core import notify
+from deploysuite.core.errors import ChecksFailed, ConfigError
+from deploysuite.core.files import write_private
+from deploysuite.core.runner import Command
+from deploysuite.deploy.lock import ci_run_url
+from deploysuite.images.build import images_file, read_images_file
 
 
 @task(

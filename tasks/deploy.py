@@ -6,12 +6,13 @@ import asyncio
 
 from invoke import Collection
 
-from deploysuite import commands, localstack
-from deploysuite.cli import Session, confirm, session, task
-from deploysuite.compose import stack_for
-from deploysuite.errors import ChecksFailed, SuiteError
-from deploysuite.localdeploy import current_env, deploy_local, deploy_paths, smoke_target
-from deploysuite.remotedeploy import (
+from deploysuite.cli import confirm, task
+from deploysuite.config.session import Session, session
+from deploysuite.core import commands
+from deploysuite.core.errors import ChecksFailed, SuiteError
+from deploysuite.core.runner import Command
+from deploysuite.deploy.local import current_env, deploy_local, deploy_paths, smoke_target
+from deploysuite.deploy.remote import (
     RemoteOutcome,
     connect,
     deploy_remote,
@@ -22,8 +23,9 @@ from deploysuite.remotedeploy import (
     rollback_remote,
     smoke,
 )
-from deploysuite.runner import Command
-from deploysuite.smoke import CheckResult, run_smoke
+from deploysuite.deploy.smoke import CheckResult, run_smoke
+from deploysuite.engines import state as localstack
+from deploysuite.engines.stack import stack_for
 
 COLUMNS = ["service", "image", "state", "health", "url"]
 SMOKE_COLUMNS = ["check", "result", "detail", "ms"]

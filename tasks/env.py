@@ -5,10 +5,10 @@ from __future__ import annotations
 from invoke import Collection
 
 from deploysuite.cli import task
-from deploysuite.config import load_config, parse_cli_overrides
-from deploysuite.envcheck import check_config, missing_generated_secrets, write_secrets
-from deploysuite.errors import ChecksFailed
-from deploysuite.events import Events
+from deploysuite.config.envcheck import check_config, missing_generated_secrets, write_secrets
+from deploysuite.config.layers import load_config, parse_cli_overrides
+from deploysuite.core.errors import ChecksFailed
+from deploysuite.core.events import Events
 
 SERVICE_HELP = "Also apply this service's override file (services/<name>/env/<env>.env)."
 

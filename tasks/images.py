@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from deploysuite import registry
-from deploysuite.bootstrap import execute_bootstrap, image_sizes, read_labels
-from deploysuite.cli import session, task
-from deploysuite.errors import ConfigError
-from deploysuite.images import ROOTFS_IMAGE, base_images, host_debian_mirror, plan_bootstrap
-from deploysuite.localstack import engine_version
-from deploysuite.service_build import (
+from deploysuite.cli import task
+from deploysuite.config.session import session
+from deploysuite.core.errors import ConfigError
+from deploysuite.engines.state import engine_version
+from deploysuite.images import registry
+from deploysuite.images.bootstrap import execute_bootstrap, image_sizes, read_labels
+from deploysuite.images.build import (
     build_services,
     git_version,
     images_file,
@@ -18,7 +18,13 @@ from deploysuite.service_build import (
     record_digests,
     service_bases,
 )
-from deploysuite.service_images import SERVICES, ServiceImage, find_service
+from deploysuite.images.recipes import (
+    ROOTFS_IMAGE,
+    base_images,
+    host_debian_mirror,
+    plan_bootstrap,
+)
+from deploysuite.images.services import SERVICES, ServiceImage, find_service
 
 
 @task(

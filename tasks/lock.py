@@ -6,9 +6,10 @@ import datetime as dt
 
 from invoke import Collection
 
-from deploysuite.cli import confirm, session, task
-from deploysuite.lock import lock_path, read_info, release
-from deploysuite.remote import deploy_root, lock_host_connection
+from deploysuite.cli import confirm, task
+from deploysuite.config.session import session
+from deploysuite.deploy.lock import lock_path, read_info, release
+from deploysuite.engines.hosts import deploy_root, lock_host_connection
 
 
 @task

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from invoke import Collection
 
-from deploysuite.cli import session, task
-from deploysuite.compose import stack_for
-from deploysuite.localdeploy import (
+from deploysuite.cli import task
+from deploysuite.config.session import session
+from deploysuite.core.runner import Command
+from deploysuite.deploy.local import (
     current_env,
     deploy_paths,
     nginx_settings,
@@ -17,8 +18,8 @@ from deploysuite.localdeploy import (
     reload_nginx,
     render,
 )
-from deploysuite.nginx import nginx_test_argv, upstream_hosts
-from deploysuite.runner import Command
+from deploysuite.edge.nginx import nginx_test_argv, upstream_hosts
+from deploysuite.engines.stack import stack_for
 
 
 @task(help={"check": "Also run `nginx -t` on the result in the environment's nginx image."})

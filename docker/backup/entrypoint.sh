@@ -9,6 +9,6 @@ if [ "$(id -u)" = 0 ]; then
   # the state is what the healthcheck reads (as root without DAC capabilities): no secret in it
   chmod 0755 "$BACKUP_STATE_DIR"
   exec setpriv --reuid=postgres --regid=postgres --clear-groups --inh-caps=-all \
-    python3 -m deploysuite.backupagent "$@"
+    python3 -m deploysuite.backup.agent "$@"
 fi
-exec python3 -m deploysuite.backupagent "$@"
+exec python3 -m deploysuite.backup.agent "$@"

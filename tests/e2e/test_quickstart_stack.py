@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.events import Events
-from deploysuite.localstack import remove_project
-from deploysuite.runner import Runner
+from deploysuite.core.events import Events
+from deploysuite.core.runner import Runner
+from deploysuite.engines.state import remove_project
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.images import BASE_IMAGES, base_image_ref
+from deploysuite.images.recipes import BASE_IMAGES, base_image_ref
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,7 @@ class S3Server:
     def settings(self, bucket: str, **changes: object):
         from dataclasses import replace
 
-        from deploysuite.s3store import S3Settings
+        from deploysuite.backup.s3 import S3Settings
 
         s = S3Settings(
             endpoint_url=self.endpoint,
@@ -188,8 +188,8 @@ class S3Server:
         return replace(s, **changes)
 
     def client(self, **changes: object):
-        """The suite's own client (deploysuite.s3store.client) pointed at this server."""
-        from deploysuite.s3store import client
+        """The suite's own client (deploysuite.backup.s3.client) pointed at this server."""
+        from deploysuite.backup.s3 import client
 
         return client(self.settings("unused", **changes))
 

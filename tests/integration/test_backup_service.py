@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config import load_config
-from deploysuite.localdeploy import SERVICE_IMAGE_VARS
-from deploysuite.service_build import images_file, read_images_file
-from deploysuite.service_env import render_services_env
+from deploysuite.config.layers import load_config
+from deploysuite.config.service_env import render_services_env
+from deploysuite.deploy.local import SERVICE_IMAGE_VARS
+from deploysuite.images.build import images_file, read_images_file
 from tests.integration.conftest import REPO, run_task
 
 pytestmark = pytest.mark.integration
@@ -210,7 +210,7 @@ def test_the_service_dumps_verifies_ships_wal_and_takes_a_base_backup(stack):
     assert segment not in spool.split()
 
     assert stack.wait_for("docker's health status", lambda: stack.health() == "healthy")
-    healthy = stack.compose("exec", "-T", "backup", "python3", "-m", "deploysuite.backupagent",
+    healthy = stack.compose("exec", "-T", "backup", "python3", "-m", "deploysuite.backup.agent",
                             "health")  # fmt: skip
     assert healthy.stdout.startswith("healthy: newest verified backup")
 
@@ -218,7 +218,7 @@ def test_the_service_dumps_verifies_ships_wal_and_takes_a_base_backup(stack):
 def test_the_healthcheck_fails_on_a_stale_backup(stack):
     stack.wait_for("the first dumps", lambda: stack.status().get("newest_verified"))
     stale = stack.compose("exec", "-T", "-e", "BACKUP_RPO_HOURS=0.0001", "backup", "python3",
-                          "-m", "deploysuite.backupagent", "health", check=False)  # fmt: skip
+                          "-m", "deploysuite.backup.agent", "health", check=False)  # fmt: skip
     assert stale.returncode == 1
     assert "the newest verified backup is" in stale.stdout and "(RPO 0.0001 h)" in stale.stdout
 

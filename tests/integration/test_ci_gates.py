@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import run_task
 
-from deploysuite.config import load_config
-from deploysuite.nginx import NginxSettings, render_nginx, write_rendered
-from deploysuite.service_build import images_file, read_images_file
+from deploysuite.config.layers import load_config
+from deploysuite.edge.nginx import NginxSettings, render_nginx, write_rendered
+from deploysuite.images.build import images_file, read_images_file
 
 pytestmark = pytest.mark.integration
 

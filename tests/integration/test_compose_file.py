@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config import load_config
-from deploysuite.localdeploy import SERVICE_IMAGE_VARS
-from deploysuite.service_env import SERVICE_VARIABLES, render_services_env
+from deploysuite.config.layers import load_config
+from deploysuite.config.service_env import SERVICE_VARIABLES, render_services_env
+from deploysuite.deploy.local import SERVICE_IMAGE_VARS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.prod.yml"
@@ -140,7 +140,7 @@ def test_the_backup_service_shares_only_the_socket_and_the_spool_with_postgres(m
     shared = {v["source"] for v in backup["volumes"]} & {v["source"] for v in postgres["volumes"]}
     assert shared == {"postgres-socket", "postgres-wal-spool"}
     assert backup["profiles"] == ["backup"]
-    assert backup["healthcheck"]["test"][-2:] == ["deploysuite.backupagent", "health"]
+    assert backup["healthcheck"]["test"][-2:] == ["deploysuite.backup.agent", "health"]
     command = " ".join(postgres["command"])
     assert "archive_command=test ! -f /var/lib/postgresql/wal-spool/%f" in command
     assert "archive_mode=off" in command  # on only where the backup service runs

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.lock import (
+from deploysuite.core.ssh import Host, SshConnection
+from deploysuite.deploy.lock import (
     LockHeld,
     deploy_lock,
     lock_path,
@@ -24,7 +25,6 @@ from deploysuite.lock import (
     release,
     try_acquire,
 )
-from deploysuite.ssh import Host, SshConnection
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +93,8 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from deploysuite.lock import deploy_lock
-    from deploysuite.ssh import Host, SshConnection
+    from deploysuite.deploy.lock import deploy_lock
+    from deploysuite.core.ssh import Host, SshConnection
     address, port, user, key, known, path = sys.argv[1:]
     host = Host("app1", address, Path(known), int(port), user, Path(key))
     with SshConnection(host) as conn, deploy_lock(conn, path, "staging", "r-signal"):

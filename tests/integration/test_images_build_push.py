@@ -38,7 +38,7 @@ def remove_repository(repository: str) -> None:
 
 
 def images_file(repository: str = "mysaaschat") -> dict[str, dict[str, object]]:
-    from deploysuite.service_build import images_file as path_of
+    from deploysuite.images.build import images_file as path_of
 
     return json.loads(path_of(REPO, repository).read_text())
 

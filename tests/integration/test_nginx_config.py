@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from deploysuite.images import base_image_ref
-from deploysuite.nginx import (
+from deploysuite.edge.nginx import (
     DEFAULT_UPSTREAMS,
     SERVICES,
     NginxSettings,
@@ -35,6 +34,7 @@ from deploysuite.nginx import (
     upstream_hosts,
     write_rendered,
 )
+from deploysuite.images.recipes import base_image_ref
 
 pytestmark = pytest.mark.integration
 

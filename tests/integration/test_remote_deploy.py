@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import BackgroundLoad
-from deploysuite.events import Events
-from deploysuite.localstack import remove_project
-from deploysuite.lock import deploy_lock, lock_path
-from deploysuite.runner import Runner
-from deploysuite.ssh import Host, SshConnection
+from deploysuite.core.events import Events
+from deploysuite.core.runner import Runner
+from deploysuite.core.ssh import Host, SshConnection
+from deploysuite.deploy.lock import deploy_lock, lock_path
+from deploysuite.engines.state import remove_project
 from tests.integration.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.errors import S3Error
-from deploysuite.s3store import (
+from deploysuite.backup.s3 import (
     IN_FLIGHT,
     MiB,
     abort_incomplete,
@@ -25,6 +24,7 @@ from deploysuite.s3store import (
     put_json,
     upload_stream,
 )
+from deploysuite.core.errors import S3Error
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration

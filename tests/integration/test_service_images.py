@@ -33,7 +33,7 @@ import pytest
 from conftest import run_task
 from docker.models.containers import Container
 
-from deploysuite.service_build import images_file
+from deploysuite.images.build import images_file
 
 pytestmark = pytest.mark.integration
 

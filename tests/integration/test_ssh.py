@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from deploysuite.ssh import Host, SshConnection, SshError
+from deploysuite.core.ssh import Host, SshConnection, SshError
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from deploysuite import backup as bk
+from deploysuite.backup import catalog as bk
 
 NOW = dt.datetime(2024, 1, 15, 10, 42, 0, tzinfo=dt.UTC)
 
@@ -142,7 +142,7 @@ def test_mongodump_runs_in_its_container_with_the_credentials_it_holds():
 def test_parallel_restore_runs_in_the_servers_image_beside_its_socket():
     from pathlib import Path
 
-    from deploysuite.backuprun import parallel_restore_argv, restore_jobs
+    from deploysuite.backup.restore import parallel_restore_argv, restore_jobs
 
     assert parallel_restore_argv("sha256:pg", "p_postgres-socket", Path("/t/dump.pgc"), 2,
                                  "u", "auth_restoring_1") == (

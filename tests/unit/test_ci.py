@@ -1,4 +1,4 @@
-"""deploysuite.ci: the pipeline's argv builders and parsers, by exact value, no I/O (the image
+"""ci.checks: the pipeline's argv builders and parsers, by exact value, no I/O (the image
 archive reader works on a small archive built in memory)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from deploysuite import ci
+from deploysuite.ci import checks as ci
 
 # Credential-shaped values are assembled at run time: the repository's own secret scan must not
 # find them in this file.

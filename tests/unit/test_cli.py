@@ -11,7 +11,7 @@ from invoke import Collection, Context, Exit
 from invoke.loader import FilesystemLoader
 
 from deploysuite.cli import task
-from deploysuite.errors import ConfigError
+from deploysuite.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 AREAS = ("env", "images", "deploy", "nginx", "certs", "lock")
@@ -108,7 +108,7 @@ def test_a_remote_deploy_with_missing_secrets_stops_before_connecting():
 
 def test_confirmation_needs_the_exact_word_or_yes():
     from deploysuite.cli import confirm
-    from deploysuite.errors import SuiteError
+    from deploysuite.core.errors import SuiteError
 
     confirm("drop", "mysaaschat", yes=True, read=lambda prompt: "")
     confirm("drop", "mysaaschat", yes=False, read=lambda prompt: "mysaaschat\n")

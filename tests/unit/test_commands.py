@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from deploysuite import commands
+from deploysuite.core import commands
 
 FILES = (Path("/srv/app/docker-compose.prod.yml"),)
 

@@ -3,7 +3,7 @@
 from dataclasses import replace
 from pathlib import Path
 
-from deploysuite.compose import parse_config_hashes, parse_ps, plan_up
+from deploysuite.engines.stack import parse_config_hashes, parse_ps, plan_up
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PS = (FIXTURES / "compose_ps.jsonl").read_text()
@@ -84,14 +84,14 @@ def test_plan_ignores_images_it_cannot_resolve():
 
 
 def test_port_url_scheme_follows_the_container_port():
-    from deploysuite.localstack import port_url
+    from deploysuite.engines.state import port_url
 
     assert port_url("127.0.0.1:8443->443") == "https://127.0.0.1:8443"
     assert port_url("0.0.0.0:8080->80") == "http://127.0.0.1:8080"
 
 
 def test_migration_summary():
-    from deploysuite.localdeploy import migration_summary
+    from deploysuite.deploy.local import migration_summary
 
     applied = (
         '{"level":"info","message":"migrations complete","database":"auth",'
@@ -108,7 +108,7 @@ def test_migration_summary():
 
 
 def test_runs_new_image_only_when_the_image_id_differs():
-    from deploysuite.localstack import StackState, runs_new_image
+    from deploysuite.engines.state import StackState, runs_new_image
 
     containers, images, image_ids = current_state()
     state = StackState(HASHES, tuple(containers), images, image_ids)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config import load_config, parse_cli_overrides
-from deploysuite.errors import ConfigError
+from deploysuite.config.layers import load_config, parse_cli_overrides
+from deploysuite.core.errors import ConfigError
 
 SCHEMA = """\
 # secret: no | required: - | default: from-default

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from deploysuite.config import load_schema
+from deploysuite.config.layers import load_schema
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = r"([A-Z][A-Z0-9_]{2,})"

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config import load_config
-from deploysuite.envcheck import (
+from deploysuite.config.envcheck import (
     check_config,
     estimated_bits,
     is_placeholder,
@@ -17,7 +16,8 @@ from deploysuite.envcheck import (
     missing_generated_secrets,
     write_secrets,
 )
-from deploysuite.events import Events
+from deploysuite.config.layers import load_config
+from deploysuite.core.events import Events
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = """\
@@ -185,7 +185,7 @@ def test_check_json_output(tree: Path):
 
 def test_events_mask_secrets_in_every_line():
     out, err = io.StringIO(), io.StringIO()
-    from deploysuite.masking import Masker
+    from deploysuite.core.masking import Masker
 
     events = Events(masker=Masker(["s3cr3t-value"]), out=out, err=err)
     events.info("connecting with s3cr3t-value")

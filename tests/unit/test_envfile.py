@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.envfile import parse_env_text, parse_schema
-from deploysuite.errors import ConfigError
+from deploysuite.config.envfile import parse_env_text, parse_schema
+from deploysuite.core.errors import ConfigError
 
 SCHEMA = """\
 # === Section ===

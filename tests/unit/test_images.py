@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from deploysuite.images import (
+from deploysuite.images.recipes import (
     ROOTFS_IMAGE,
     base_images,
     hash_tree,
@@ -91,8 +91,8 @@ def test_mirror_from_one_line_sources():
 def test_disk_space_check_refuses_before_any_work(tmp_path: Path):
     import pytest
 
-    from deploysuite.bootstrap import ensure_disk_space
-    from deploysuite.errors import ResourceError
+    from deploysuite.core.errors import ResourceError
+    from deploysuite.images.bootstrap import ensure_disk_space
 
     with pytest.raises(ResourceError, match="the bootstrap needs"):
         ensure_disk_space([tmp_path], needed=10**18)

@@ -2,7 +2,7 @@ import datetime as dt
 import json
 from dataclasses import asdict
 
-from deploysuite.lock import LockInfo, ci_run_url, lock_path, new_info, parse_info
+from deploysuite.deploy.lock import LockInfo, ci_run_url, lock_path, new_info, parse_info
 
 
 def test_lock_path():

@@ -1,5 +1,5 @@
 """The rendered nginx configuration, read as text (and parsed by crossplane), and the argv
-builders of deploysuite.nginx."""
+builders of deploysuite.edge.nginx."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import crossplane
 import pytest
 from crossplane.analyzer import DIRECTIVES
 
-from deploysuite.nginx import (
+from deploysuite.edge.nginx import (
     DEFAULT_UPSTREAMS,
     NginxSettings,
     NginxSettingsError,
@@ -370,7 +370,7 @@ def test_bad_settings_are_refused(overrides, message):
 
 
 def test_settings_error_is_a_config_error():
-    from deploysuite.errors import ConfigError
+    from deploysuite.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         settings(server_names=())

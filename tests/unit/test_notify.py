@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
-from deploysuite.config import load_config
-from deploysuite.events import Events
-from deploysuite.masking import Masker
-from deploysuite.notify import deploy_text, payload, send
+from deploysuite.config.layers import load_config
+from deploysuite.core.events import Events
+from deploysuite.core.masking import Masker
+from deploysuite.core.notify import deploy_text, payload, send
 
 
 def test_texts_say_what_happened_to_which_environment():

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from deploysuite import release as rel
-from deploysuite.remotedeploy import (
+from deploysuite.deploy import release as rel
+from deploysuite.deploy.remote import (
     compose_variables_env,
     free_disk_argv,
     parse_df_free_mb,
@@ -118,7 +118,7 @@ def test_preflight_parsers():
 
 
 def test_the_hosts_env_file_pins_images_and_points_at_the_hosts_folders():
-    from deploysuite.config import load_config
+    from deploysuite.config.layers import load_config
 
     config = load_config("local")
     env = compose_variables_env(

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.errors import CommandFailed, SuiteError
-from deploysuite.events import Events
-from deploysuite.masking import Masker
-from deploysuite.runner import Command, Pipeline, Runner
+from deploysuite.core.errors import CommandFailed, SuiteError
+from deploysuite.core.events import Events
+from deploysuite.core.masking import Masker
+from deploysuite.core.runner import Command, Pipeline, Runner
 
 PY = sys.executable
 

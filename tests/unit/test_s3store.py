@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config import load_config
-from deploysuite.errors import ConfigError, S3Error
-from deploysuite.s3store import (
+from deploysuite.backup.s3 import (
     PART_BUDGET,
     S3_MAX_PART,
     S3_MAX_PARTS,
@@ -27,6 +25,8 @@ from deploysuite.s3store import (
     settings,
     upload_stream,
 )
+from deploysuite.config.layers import load_config
+from deploysuite.core.errors import ConfigError, S3Error
 
 REPO = Path(__file__).resolve().parents[2]
 GB = 1000**3

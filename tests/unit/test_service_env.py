@@ -2,8 +2,12 @@ import os
 import stat
 from pathlib import Path
 
-from deploysuite.config import for_service, load_config, load_schema
-from deploysuite.service_env import SERVICE_VARIABLES, service_environment, write_services_env
+from deploysuite.config.layers import for_service, load_config, load_schema
+from deploysuite.config.service_env import (
+    SERVICE_VARIABLES,
+    service_environment,
+    write_services_env,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

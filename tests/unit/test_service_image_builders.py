@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.registry import (
+from deploysuite.images.registry import (
     PushResult,
     RegistryError,
     parse_push_stream,
     push_error,
     registry_host,
 )
-from deploysuite.service_images import (
+from deploysuite.images.services import (
     SERVICES,
     build_argv,
     find_service,
@@ -134,7 +134,7 @@ def test_push_error_kinds():
 
 
 def test_image_listing_parser_and_sizes():
-    from deploysuite.service_build import LocalImage, parse_image_listing, parse_size, with_tag
+    from deploysuite.images.build import LocalImage, parse_image_listing, parse_size, with_tag
 
     text = (
         "mysaaschat/auth:abc sha256:" + "1" * 64 + " 196MB\n"

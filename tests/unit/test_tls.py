@@ -1,7 +1,7 @@
 import datetime as dt
 from pathlib import Path
 
-from deploysuite import tls
+from deploysuite.edge import tls
 
 
 def test_local_ca_and_leaf_commands():

@@ -5,9 +5,9 @@ import datetime as dt
 
 import pytest
 
-from deploysuite import pitr, wal
-from deploysuite.backup import BackupError
-from deploysuite.backupagent import parse_pg_time
+from deploysuite.backup import pitr, wal
+from deploysuite.backup.agent import parse_pg_time
+from deploysuite.backup.catalog import BackupError
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 15, 10, 0, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""The pipeline's gates, their argv and summaries."""

@@ -1,0 +1,1 @@
+"""Layered configuration, env files, env.check, service environments, the session."""

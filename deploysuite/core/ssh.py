@@ -1,0 +1,221 @@
+"""Hosts of an environment and the SSH transport to them (fabric over paramiko).
+
+Host keys are verified against the environment's own known_hosts file, never the user's, and an
+unknown key is refused: the error shows its fingerprint and the command that trusts it, after a
+person has compared the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import yaml
+
+from deploysuite.core.errors import ConfigError, SuiteError
+from deploysuite.core.streams import RemoteProcess
+
+
+class SshError(SuiteError):
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    known_hosts: Path
+    port: int = 22
+    user: str = "deploy"
+    key_file: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How OpenSSH writes this host in known_hosts (with the port unless it is 22)."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+def parse_hosts(text: str, env_dir: Path, overrides: Mapping[str, str] | None = None) -> list[Host]:
+    """environments/<env>/hosts.yml:
+
+        known_hosts: known_hosts          # relative to the environment's folder
+        hosts:
+          - name: app1
+            address: 203.0.113.10
+            port: 22
+            user: deploy
+            key: ~/.ssh/mysaaschat_staging
+
+    overrides: DEPLOY_SSH_KEY / DEPLOY_SSH_USER from the config win over the file.
+    """
+    overrides = overrides or {}
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{env_dir / 'hosts.yml'}: not YAML ({exc})", "fix the file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), list) or not doc["hosts"]:
+        raise ConfigError(
+            f"{env_dir / 'hosts.yml'}: needs a non-empty `hosts:` list",
+            "see environments/staging/hosts.yml for the format",
+        )
+    known = Path(str(doc.get("known_hosts", "known_hosts"))).expanduser()
+    known = known if known.is_absolute() else env_dir / known
+    hosts = []
+    for index, item in enumerate(doc["hosts"], start=1):
+        if not isinstance(item, dict) or not item.get("address"):
+            raise ConfigError(
+                f"{env_dir / 'hosts.yml'}: host #{index} has no address", "add `address:`"
+            )
+        key = overrides.get("DEPLOY_SSH_KEY") or item.get("key")
+        hosts.append(
+            Host(
+                name=str(item.get("name") or item["address"]),
+                address=str(item["address"]),
+                port=int(item.get("port", 22)),
+                user=str(overrides.get("DEPLOY_SSH_USER") or item.get("user", "deploy")),
+                key_file=Path(str(key)).expanduser() if key else None,
+                known_hosts=known,
+            )
+        )
+    return hosts
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -lf` shows it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def offered_host_key(host: Host, timeout: float) -> paramiko.PKey:
+    """The key the server presents, read without authenticating (for the error message)."""
+    with socket.create_connection((host.address, host.port), timeout=timeout) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=timeout)
+            return transport.get_remote_server_key()
+        finally:
+            transport.close()
+
+
+def trust_command(host: Host) -> str:
+    return (
+        f"ssh-keyscan -p {host.port} {host.address} >> {host.known_hosts} "
+        "(after comparing the fingerprint with the host's own `ssh-keygen -lf "
+        "/etc/ssh/ssh_host_ed25519_key.pub`)"
+    )
+
+
+class SshConnection:
+    """One verified, authenticated connection; runs argv lists as shell-quoted commands."""
+
+    def __init__(self, host: Host, timeout: float = 10) -> None:
+        self.host = host
+        client = paramiko.SSHClient()
+        if not host.known_hosts.exists():
+            raise SshError(
+                f"{host.name} ({host.target}): no known_hosts file at {host.known_hosts}",
+                trust_command(host),
+            )
+        client.load_host_keys(str(host.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                host.address,
+                port=host.port,
+                username=host.user,
+                key_filename=str(host.key_file) if host.key_file else None,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=host.key_file is None,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            raise SshError(
+                f"{host.name} ({host.target}) presented host key {fingerprint(exc.key)}, "
+                f"not the {fingerprint(exc.expected_key)} in {host.known_hosts}: refusing "
+                "(possible man-in-the-middle, or the host was rebuilt)",
+                "confirm with the host's owner, then replace its line in the known_hosts file",
+            ) from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                key = offered_host_key(host, timeout)
+                raise SshError(
+                    f"{host.name} ({host.target}): unknown host key {key.get_name()} "
+                    f"{fingerprint(key)}: refusing to connect",
+                    trust_command(host),
+                ) from None
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise SshError(
+                    f"{host.name} ({host.target}): the server refused the key "
+                    f"{host.key_file or '(agent)'} for user {host.user}",
+                    f"check DEPLOY_SSH_KEY and that its public key is in ~{host.user}/"
+                    ".ssh/authorized_keys on the host",
+                ) from None
+            raise SshError(f"{host.name} ({host.target}): SSH failed: {exc}") from None
+        except (OSError, TimeoutError) as exc:
+            raise SshError(
+                f"{host.name} ({host.target}) is not reachable: {exc}",
+                "check the address and port in hosts.yml, the VPN, and the host's firewall",
+            ) from None
+        self.client = client
+
+    def run(
+        self,
+        argv: tuple[str, ...],
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        cwd: str | None = None,
+    ) -> tuple[int, str, str]:
+        """Exit code, stdout, stderr. `env` is for non-secret values only: an `env K=V` prefix
+        is visible in the host's process list while the command runs. Secrets travel as files
+        written with put() (mode 0600)."""
+        command = shlex.join(argv)
+        if env:
+            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            command = f"env {prefix} {command}"
+        if cwd:
+            command = f"cd {shlex.quote(cwd)} && {command}"
+        stdin_file, stdout, stderr = self.client.exec_command(command, timeout=timeout)
+        if stdin is not None:
+            stdin_file.write(stdin)
+            stdin_file.channel.shutdown_write()
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        return stdout.channel.recv_exit_status(), out, err
+
+    def start(self, argv: tuple[str, ...]) -> RemoteProcess:
+        """A command whose stdin and stdout are streamed (backups, restores): bytes flow
+        through the channel as they come, never held whole in memory."""
+        transport = self.client.get_transport()
+        assert transport is not None
+        channel = transport.open_session()
+        channel.exec_command(shlex.join(argv))
+        return RemoteProcess(channel)
+
+    def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
+        """Write a file on the host, created with `mode` before any byte lands in it."""
+        with self.client.open_sftp() as sftp, sftp.open(path, "wb") as handle:
+            handle.chmod(mode)
+            handle.write(data)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> SshConnection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Releases and manifests, the lock, audit, hooks, local and remote deploys, smoke."""

@@ -1,0 +1,465 @@
+"""The local environment's deploy: render, build, migrate, up, wait, smoke, on this machine's
+engine. Each step is a function over the runner, so --dry-run shows every command it would run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from deploysuite.config.envcheck import check_config
+from deploysuite.config.layers import Config, for_service
+from deploysuite.config.service_env import (
+    SERVICE_VARIABLES,
+    service_environment,
+    write_services_env,
+)
+from deploysuite.config.session import Session
+from deploysuite.core import commands
+from deploysuite.core.errors import ChecksFailed, CommandFailed, ConfigError
+from deploysuite.core.events import Events
+from deploysuite.core.files import write_private
+from deploysuite.core.runner import Command, Runner
+from deploysuite.deploy.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
+from deploysuite.edge import tls
+from deploysuite.edge.nginx import (
+    NginxSettings,
+    apply_action,
+    nginx_reload_argv,
+    render_nginx,
+    write_rendered,
+)
+from deploysuite.engines import state as localstack
+from deploysuite.engines.rolling import ROLLING_SERVICES, RolloutFailed, roll
+from deploysuite.engines.stack import COMPOSE_FILE, Stack, build_dir, services_env_file, stack_for
+from deploysuite.images.build import build_services, git_version, service_bases
+from deploysuite.images.services import SERVICES
+
+SERVICE_IMAGE_VARS = {
+    "auth": "AUTH_IMAGE",
+    "chat": "CHAT_IMAGE",
+    "billing": "BILLING_IMAGE",
+    "analytics": "ANALYTICS_IMAGE",
+    "orchestrator": "ORCHESTRATOR_IMAGE",
+    "email-worker": "EMAIL_WORKER_IMAGE",
+    "mailsink": "MAILSINK_IMAGE",
+    "backup": "BACKUP_IMAGE",
+}
+DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
+DATA_STORES = ("postgres", "redis", "rabbitmq")
+
+
+@dataclass(frozen=True)
+class DeployPaths:
+    """Generated files of one stack (see compose.build_dir)."""
+
+    build_dir: Path
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.build_dir / "nginx"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.build_dir / "tls"
+
+
+def server_names(config: Config) -> tuple[str, ...]:
+    return tuple((config.get("SERVER_NAMES") or "localhost").split())
+
+
+def nginx_settings(config: Config) -> NginxSettings:
+    public = config.require("PUBLIC_URL")
+    return NginxSettings(
+        server_names=server_names(config),
+        public_https_port=urlsplit(public).port or 443,
+        upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
+        rate_api=config.get("NGINX_API_RATE") or "50r/s",
+        rate_api_burst=whole_number("NGINX_API_BURST", config.get("NGINX_API_BURST"), "100"),
+    )
+
+
+def whole_number(key: str, value: str | None, default: str) -> int:
+    value = value or default
+    if not value.isdigit():
+        raise ConfigError(f"{key}={value!r} is not a whole number", f"set {key}, e.g. {default}")
+    return int(value)
+
+
+def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -> dict[str, str]:
+    """The variables compose interpolates: the config, the images to run, rendered paths."""
+    env = config.as_env()
+    for service, ref in images.items():
+        var = SERVICE_IMAGE_VARS.get(service)
+        if var and not config.get(var):
+            env[var] = ref
+    env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
+    env.setdefault("TLS_DIR", str(paths.tls_dir))
+    return env
+
+
+def require_valid_config(config: Config, events: Events) -> None:
+    """env.check's errors, all of them, before anything changes."""
+    problems = [p for p in check_config(config) if p.severity == "error"]
+    if problems:
+        for problem in problems:
+            events.info(f"  {problem.key}: {problem.message} ({problem.location})")
+        raise ChecksFailed(
+            f"environment '{config.env}' has {len(problems)} configuration problem(s)",
+            f"inv env.check --env={config.env}",
+        )
+
+
+def write_service_envs(runner: Runner, config: Config, scratch: Path) -> Path:
+    """Each service's environment from its own six-layer config, into the generated compose
+    file; returns the file to plan with. Under --dry-run it goes to `scratch` instead, so the
+    plan shows what would change while the stack's own file stays untouched."""
+    environments = {
+        service: service_environment(for_service(config, service), service)
+        for service in SERVICE_VARIABLES
+    }
+    path = services_env_file(config)
+    if runner.dry_run:
+        runner.events.command(f"[local] write {path} (mode 0600)", run=False)
+        path = scratch / path.name
+    write_services_env(path, environments)
+    return path
+
+
+def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
+    """The local CA (made once), a leaf certificate it signs for the server names (made anew
+    when missing, a week before expiry, or when the names change), and the DH group."""
+    names = "\n".join(tls.local_names(server_names(config))) + "\n"
+    cert, names_file = tls_dir / tls.CERT, tls_dir / tls.NAMES
+    state = "kept"
+    if not cert.exists():
+        state = "created"
+    elif not names_file.exists() or names_file.read_text() != names:
+        state = "renewed for new names"
+    else:
+        result = runner.run(Command(tls.cert_enddate_argv(cert), mutates=False), check=False)
+        now = dt.datetime.now(dt.UTC)
+        if not result.ok or tls.needs_renewal(tls.parse_enddate(result.stdout), now):
+            state = "renewed"
+    if state == "kept" and (tls_dir / tls.DHPARAM).exists():
+        return state
+    if not runner.dry_run:
+        tls_dir.mkdir(parents=True, exist_ok=True)
+    if not (tls_dir / tls.CA_CERT).exists():
+        runner.run(Command(tls.local_ca_argv(tls_dir)))
+    if state != "kept":
+        runner.run(Command(tls.leaf_request_argv(tls_dir, server_names(config))))
+        runner.run(Command(tls.leaf_sign_argv(tls_dir, secrets.token_hex(16))))
+        runner.run(Command(("rm", "-f", str(tls_dir / tls.CSR))))
+        if not runner.dry_run:
+            names_file.write_text(names)
+    if not (tls_dir / tls.DHPARAM).exists():
+        runner.run(Command(tls.dhparam_argv(tls_dir)))
+    return state
+
+
+def render(runner: Runner, config: Config, nginx_dir: Path) -> list[Path]:
+    files = render_nginx(nginx_settings(config))
+    if runner.dry_run:
+        for name in sorted(files):
+            path = nginx_dir / name
+            if not path.exists() or path.read_text(encoding="utf-8") != files[name]:
+                runner.events.command(f"[local] write {path}", run=False)
+        return []
+    return write_rendered(files, nginx_dir)
+
+
+def up(
+    runner: Runner,
+    stack: Stack,
+    env: Mapping[str, str],
+    services: Sequence[str] = (),
+    wait_timeout: int = 300,
+    no_deps: bool = False,
+) -> None:
+    runner.run(
+        Command(
+            commands.compose_up(
+                stack.project,
+                stack.files,
+                services=services,
+                wait_timeout=wait_timeout,
+                profiles=stack.profiles,
+                no_deps=no_deps,
+            ),
+            env=env,
+            timeout=wait_timeout + 120,
+        ),
+        fix="inv status names the failing service; inv logs --service NAME shows why",
+    )
+
+
+def migrate(runner: Runner, stack: Stack, env: Mapping[str, str], service: str) -> str:
+    """The service's migrations, once, in its new image, before it takes traffic."""
+    argv = commands.compose(
+        stack.project, stack.files, "run", "--rm", "--no-deps", "-T", service, "migrate",
+        profiles=stack.profiles,
+    )  # fmt: skip
+    result = runner.run(
+        Command(argv, env=env, timeout=300),
+        fix=f"inv logs --service postgres; migrations are in services/{service}/migrations",
+    )
+    return migration_summary(result.stdout)
+
+
+def migration_summary(output: str) -> str:
+    """The migrate command's last JSON log line, as `message (schema N, applied a, b)`."""
+    lines = output.strip().splitlines()
+    if not lines:
+        return "no output"
+    try:
+        record = json.loads(lines[-1])
+    except ValueError:
+        return lines[-1][:200]
+    text = f"{record.get('message', '')} (schema {record.get('schema_version', '?')}"
+    if record.get("applied"):
+        text += ", applied " + ", ".join(record["applied"])
+    return text + ")"
+
+
+RELOAD_SETTLE_SECONDS = 2.0
+
+
+def reload_nginx(
+    runner: Runner, stack: Stack, env: Mapping[str, str], settle: float = RELOAD_SETTLE_SECONDS
+) -> None:
+    """Graceful: new workers read the new configuration (and resolve upstream names anew, which
+    nginx 1.22 does only at load), old workers finish their requests. `nginx -s reload` returns
+    before the old workers are gone, and they still know only the old upstream addresses: wait
+    `settle` seconds before anything relies on the new configuration."""
+    container = f"{stack.project}-nginx-1"
+    runner.run(Command(nginx_reload_argv(container), env=env))
+    if not runner.dry_run:
+        time.sleep(settle)
+
+
+def recreate_nginx(runner: Runner, stack: Stack, env: Mapping[str, str], wait_timeout: int) -> None:
+    """nginx.conf is a single-file bind mount: a replaced file is seen only by a new container."""
+    argv = commands.compose(
+        stack.project, stack.files, "up", "--detach", "--wait", "--wait-timeout",
+        str(wait_timeout), "--force-recreate", "--no-deps", "nginx", profiles=stack.profiles,
+    )  # fmt: skip
+    runner.run(Command(argv, env=env, timeout=wait_timeout + 60))
+
+
+def mail_reader(runner: Runner, stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """Reads the mail sink's messages from inside its container (it publishes no port), on the
+    runner's host."""
+    script = (
+        "import sys, urllib.parse, urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:8025/messages?to='"
+        " + urllib.parse.quote(sys.argv[1]), timeout=5).read().decode())"
+    )
+
+    async def read(to: str) -> list[dict[str, object]]:
+        argv = commands.compose(
+            stack.project, stack.files, "exec", "-T", "mailsink", "python3", "-c", script, to,
+            profiles=stack.profiles,
+        )  # fmt: skip
+        command = Command(argv, env=env, mutates=False, timeout=30)
+        result = await asyncio.to_thread(runner.run, command, check=False)
+        if not result.ok:
+            return []
+        return list(json.loads(result.stdout).get("messages", []))
+
+    return read
+
+
+def uses_local_ca(config: Config) -> bool:
+    return config.env == "local" or config.get("TLS_SOURCE") == "local-ca"
+
+
+def smoke_target(
+    runner: Runner, config: Config, stack: Stack, env: Mapping[str, str], paths: DeployPaths
+) -> SmokeTarget:
+    """`runner` runs on the stack's host (the mail sink is read from inside its container)."""
+    local_ca = uses_local_ca(config)
+    return SmokeTarget(
+        public_url=config.require("PUBLIC_URL"),
+        http_port=int(config.get("HTTP_PORT") or 80),
+        ca_file=paths.tls_dir / tls.CA_CERT if local_ca else None,
+        webhook_secret=config.require("BILLING_WEBHOOK_SECRET"),
+        mail_reader=mail_reader(runner, stack, env) if "local-mail" in stack.profiles else None,
+        connect_host=config.get("PUBLIC_BIND") if local_ca else None,
+    )
+
+
+@dataclass
+class DeployOutcome:
+    changes: dict[str, str]
+    state: localstack.StackState  # after the deploy
+    smoke: list[CheckResult]  # empty when skipped
+    failure: Exception | None = None
+
+
+def deploy_local(
+    s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, rolling: bool = True
+) -> DeployOutcome:
+    """render -> build -> migrate -> up -> wait -> smoke, on this machine's engine.
+
+    A no-op (same images, same configuration, same nginx files) changes nothing and says so.
+    """
+    with tempfile.TemporaryDirectory(prefix="deploy-plan-") as scratch:
+        return converge_local(s, Path(scratch), wait_timeout, run_smoke_checks, rolling)
+
+
+def converge_local(
+    s: Session, scratch: Path, wait_timeout: int, run_smoke_checks: bool, rolling: bool
+) -> DeployOutcome:
+    config, events, runner = s.config, s.events, s.runner
+    paths = deploy_paths(config)
+    version = localstack.engine_version(runner)
+    require_valid_config(config, events)
+    events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
+
+    with events.step("service images"):
+        built = build_services(
+            runner,
+            config.root,
+            SERVICES,
+            config.require("IMAGE_REPOSITORY"),
+            git_version(runner, config.root),
+            service_bases(config),
+        )
+    images = {b.service: b.deploy_ref for b in built}
+    previous_env = (
+        services_env_file(config).read_text(encoding="utf-8")
+        if services_env_file(config).exists()
+        else None
+    )
+    with events.step("service environments"):
+        services_env = write_service_envs(runner, config, scratch)
+    # `plan_stack` reads what would be; `stack` is what the commands act on (the same files,
+    # except under --dry-run, where the new environment was written to the scratch folder).
+    compose_file = config.root / COMPOSE_FILE
+    stack = replace(stack_for(config), files=(compose_file, services_env_file(config)))
+    plan_stack = replace(stack, files=(compose_file, services_env))
+    with events.step("TLS and nginx configuration"):
+        tls_state = prepare_tls(runner, config, paths.tls_dir)
+        nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
+        if tls_state != "kept" and nginx_action == "none":
+            nginx_action = "reload"
+    env = compose_env(config, images, paths)
+    state = localstack.read(runner, plan_stack, env)
+    localstack.require_images(state, config.env)
+    plan = state.plan()
+    changes = dict(plan.changes)
+    if nginx_action != "none" and "nginx" not in changes:
+        changes["nginx"] = f"configuration or certificate changed: {nginx_action}"
+    if not changes:
+        events.info("nothing to do: every service runs its current image and configuration")
+        return DeployOutcome({}, state, [])
+    for service, why in changes.items():
+        events.info(f"  {service}: {why}")
+
+    # Migrations ship inside the images: only a service with a new image can bring new ones.
+    to_migrate = [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
+    failure: Exception | None = None
+    try:
+        if to_migrate:
+            with events.step("data stores"):
+                up(runner, stack, env, DATA_STORES, wait_timeout)
+            with events.step(f"migrations of {', '.join(to_migrate)}"):
+                for service in to_migrate:
+                    events.info(f"  {service}: {migrate(runner, stack, env, service)}")
+        apply_changes(runner, stack, env, state, plan.changes, wait_timeout, rolling)
+        # A recreated upstream container has a new address: nginx must load the names anew.
+        upstream_moved = any(name in plan.changes for name in HTTP_SERVICES)
+        if "nginx" not in plan.changes:
+            if nginx_action == "restart":
+                recreate_nginx(runner, stack, env, wait_timeout)
+            elif nginx_action == "reload" or upstream_moved:
+                reload_nginx(runner, stack, env)
+    except RolloutFailed as exc:
+        # Roll back: the previous environment file again (the old containers never stopped).
+        if previous_env is not None and not runner.dry_run:
+            write_private(services_env_file(config), previous_env)
+        failure = exc
+    except CommandFailed as exc:
+        failure = exc
+    if not runner.dry_run:
+        state = localstack.refresh(runner, stack, env, state)
+    results: list[CheckResult] = []
+    if failure is None and run_smoke_checks and not runner.dry_run:
+        with events.step("smoke tests through nginx over HTTPS"):
+            results = asyncio.run(run_smoke(smoke_target(runner, config, stack, env, paths)))
+    return DeployOutcome(changes, state, results, failure)
+
+
+def apply_changes(
+    runner: Runner,
+    stack: Stack,
+    env: Mapping[str, str],
+    state: localstack.StackState,
+    changes: Mapping[str, str],
+    wait_timeout: int,
+    rolling: bool,
+    env_name: str = "local",
+    before_roll: Callable[[], None] | None = None,
+) -> None:
+    """Bring the planned changes about. Services that are down or new have no traffic to
+    protect: they start first (nginx cannot reload while an upstream name does not resolve).
+    Services that run and change are then replaced beside their old container, one at a time,
+    so no request is dropped; compose finally brings up whatever is left (nginx, data stores).
+    before_roll() runs once those are up, before the first replacement.
+    Raises RolloutFailed or CommandFailed; nginx is reloaded by the caller afterwards."""
+    events = runner.events
+    to_roll = rolling_candidates(state, changes) if rolling else []
+    starting = [
+        s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
+    ]
+    if starting:
+        with events.step(f"start {', '.join(starting)}"):
+            up(runner, stack, env, starting, wait_timeout, no_deps=True)
+    if before_roll is not None:  # every upstream name resolves now: nginx can check its files
+        before_roll()
+    for service in to_roll:
+        with events.step(f"roll {service} ({changes[service]})"):
+            summary = roll(
+                runner,
+                stack,
+                env,
+                service,
+                wait_timeout,
+                reload_proxy=lambda: reload_nginx(runner, stack, env),
+                explain=lambda name: localstack.explain_container(runner, name),
+                env_name=env_name,
+            )
+            events.info(f"  {summary}")
+    with events.step(f"converge {len(changes)} service(s)"):
+        up(runner, stack, env, (), wait_timeout)
+
+
+def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:
+    """Changed services whose current containers are all running and healthy: those can be
+    replaced beside themselves. A service that is down or new has nothing to keep serving."""
+    running = {c.service for c in state.containers}
+    broken = {c.service for c in state.containers if not c.ok}
+    return [s for s in ROLLING_SERVICES if s in changes and s in running and s not in broken]
+
+
+def current_env(config: Config) -> dict[str, str]:
+    """Compose variables for reading the running stack: the last built images of the repository."""
+    from deploysuite.images.build import images_file, read_images_file
+
+    built = read_images_file(images_file(config.root, config.require("IMAGE_REPOSITORY")))
+    images = {
+        service: str(entry.get("content_ref") or entry["ref"]) for service, entry in built.items()
+    }
+    return compose_env(config, images, deploy_paths(config))
+
+
+def deploy_paths(config: Config) -> DeployPaths:
+    return DeployPaths(build_dir(config))

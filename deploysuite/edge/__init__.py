@@ -1,0 +1,1 @@
+"""nginx rendering and reload, TLS certificates."""

@@ -1,0 +1,1 @@
+"""Where a stack runs: compose files, stack state, rolling replacement, hosts."""

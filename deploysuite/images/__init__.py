@@ -1,0 +1,1 @@
+"""Base images from Debian packages, service builds, registry push and pull."""
