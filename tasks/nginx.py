@@ -15,10 +15,10 @@ from deploysuite.deploy.local import (
     deploy_paths,
     nginx_settings,
     prepare_tls,
-    reload_nginx,
     render,
 )
 from deploysuite.edge.nginx import nginx_test_argv, upstream_hosts
+from deploysuite.engines.compose import ComposeEngine
 from deploysuite.engines.stack import stack_for
 
 
@@ -50,7 +50,7 @@ def render_(c, env="local", check=False, dry_run=False, json=False, verbose=Fals
 def reload(c, env="local", dry_run=False, verbose=False):
     """Reload nginx gracefully: new workers take the new configuration, old ones finish."""
     s = session(env, dry_run=dry_run, verbose=verbose)
-    reload_nginx(s.runner, stack_for(s.config), current_env(s.config))
+    ComposeEngine(s.runner, stack_for(s.config), current_env(s.config), env).switch()
 
 
 render_.__name__ = "render"

@@ -25,8 +25,9 @@ from deploysuite.config.layers import Config, known_environments, load_config
 from deploysuite.config.service_env import SERVICE_VARIABLES, render_services_env
 from deploysuite.core.errors import SuiteError
 from deploysuite.core.runner import Command, Result, Runner
-from deploysuite.deploy.local import SERVICE_IMAGE_VARS, nginx_settings
+from deploysuite.deploy.local import nginx_settings
 from deploysuite.edge.nginx import render_nginx, write_rendered
+from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 
 PROMETHEUS_IMAGE = "mysaaschat/prometheus:bookworm"
 AUDIT_PROBE_TIMEOUT = 5.0

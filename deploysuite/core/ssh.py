@@ -27,6 +27,11 @@ class SshError(SuiteError):
     exit_code = 7
 
 
+class ConnectionLost(SshError):
+    """An established connection died under a command (the host rebooted, the network or sshd
+    dropped it): what the command did on the host is unknown."""
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -121,6 +126,11 @@ class SshConnection:
 
     def __init__(self, host: Host, timeout: float = 10) -> None:
         self.host = host
+        self.timeout = timeout
+        self.client = self._connect()
+
+    def _connect(self) -> paramiko.SSHClient:
+        host, timeout = self.host, self.timeout
         client = paramiko.SSHClient()
         if not host.known_hosts.exists():
             raise SshError(
@@ -169,7 +179,24 @@ class SshConnection:
                 f"{host.name} ({host.target}) is not reachable: {exc}",
                 "check the address and port in hosts.yml, the VPN, and the host's firewall",
             ) from None
-        self.client = client
+        return client
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def reconnect(self) -> None:
+        """A new connection to the same host, verified the same way, in place of a dead one:
+        every runner bound to this object goes on over it."""
+        self.client.close()
+        self.client = self._connect()
+
+    def lost(self, exc: BaseException) -> ConnectionLost:
+        return ConnectionLost(
+            f"{self.host.name} ({self.host.target}): the SSH connection was lost under a command "
+            f"({type(exc).__name__}: {exc or 'closed'})",
+            "check the host and the network; inv status reads what runs once it answers",
+        )
 
     def run(
         self,
@@ -188,28 +215,43 @@ class SshConnection:
             command = f"env {prefix} {command}"
         if cwd:
             command = f"cd {shlex.quote(cwd)} && {command}"
-        stdin_file, stdout, stderr = self.client.exec_command(command, timeout=timeout)
-        if stdin is not None:
-            stdin_file.write(stdin)
-            stdin_file.channel.shutdown_write()
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), out, err
+        try:
+            stdin_file, stdout, stderr = self.client.exec_command(command, timeout=timeout)
+            if stdin is not None:
+                stdin_file.write(stdin)
+                stdin_file.channel.shutdown_write()
+            out = stdout.read().decode(errors="replace")
+            err = stderr.read().decode(errors="replace")
+            status = stdout.channel.recv_exit_status()
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            raise self.lost(exc) if not self.alive() else exc from None
+        if status == -1 and not self.alive():  # closed without an exit status: the session died
+            raise self.lost(EOFError("no exit status"))
+        return status, out, err
 
     def start(self, argv: tuple[str, ...]) -> RemoteProcess:
         """A command whose stdin and stdout are streamed (backups, restores): bytes flow
         through the channel as they come, never held whole in memory."""
         transport = self.client.get_transport()
-        assert transport is not None
-        channel = transport.open_session()
-        channel.exec_command(shlex.join(argv))
+        if transport is None or not transport.is_active():
+            raise self.lost(EOFError("closed"))
+        try:
+            channel = transport.open_session()
+            channel.exec_command(shlex.join(argv))
+        except Exception as exc:
+            raise self.lost(exc) if not self.alive() else exc from None
         return RemoteProcess(channel)
 
     def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
         """Write a file on the host, created with `mode` before any byte lands in it."""
-        with self.client.open_sftp() as sftp, sftp.open(path, "wb") as handle:
-            handle.chmod(mode)
-            handle.write(data)
+        try:
+            with self.client.open_sftp() as sftp, sftp.open(path, "wb") as handle:
+                handle.chmod(mode)
+                handle.write(data)
+        except Exception as exc:
+            raise self.lost(exc) if not self.alive() else exc from None
 
     def close(self) -> None:
         self.client.close()

@@ -8,8 +8,7 @@ import datetime as dt
 import json
 import secrets
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,35 +22,32 @@ from deploysuite.config.service_env import (
 )
 from deploysuite.config.session import Session
 from deploysuite.core import commands
-from deploysuite.core.errors import ChecksFailed, CommandFailed, ConfigError
+from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command, Runner
+from deploysuite.deploy.rollout import run_migrations
 from deploysuite.deploy.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
 from deploysuite.edge import tls
 from deploysuite.edge.nginx import (
     NginxSettings,
     apply_action,
-    nginx_reload_argv,
     render_nginx,
     write_rendered,
 )
 from deploysuite.engines import state as localstack
-from deploysuite.engines.rolling import ROLLING_SERVICES, RolloutFailed, roll
-from deploysuite.engines.stack import COMPOSE_FILE, Stack, build_dir, services_env_file, stack_for
+from deploysuite.engines.compose import ComposeEngine
+from deploysuite.engines.stack import (
+    COMPOSE_FILE,
+    SERVICE_IMAGE_VARS,
+    Stack,
+    build_dir,
+    services_env_file,
+    stack_for,
+)
 from deploysuite.images.build import build_services, git_version, service_bases
 from deploysuite.images.services import SERVICES
 
-SERVICE_IMAGE_VARS = {
-    "auth": "AUTH_IMAGE",
-    "chat": "CHAT_IMAGE",
-    "billing": "BILLING_IMAGE",
-    "analytics": "ANALYTICS_IMAGE",
-    "orchestrator": "ORCHESTRATOR_IMAGE",
-    "email-worker": "EMAIL_WORKER_IMAGE",
-    "mailsink": "MAILSINK_IMAGE",
-    "backup": "BACKUP_IMAGE",
-}
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
 DATA_STORES = ("postgres", "redis", "rabbitmq")
 
@@ -176,84 +172,6 @@ def render(runner: Runner, config: Config, nginx_dir: Path) -> list[Path]:
     return write_rendered(files, nginx_dir)
 
 
-def up(
-    runner: Runner,
-    stack: Stack,
-    env: Mapping[str, str],
-    services: Sequence[str] = (),
-    wait_timeout: int = 300,
-    no_deps: bool = False,
-) -> None:
-    runner.run(
-        Command(
-            commands.compose_up(
-                stack.project,
-                stack.files,
-                services=services,
-                wait_timeout=wait_timeout,
-                profiles=stack.profiles,
-                no_deps=no_deps,
-            ),
-            env=env,
-            timeout=wait_timeout + 120,
-        ),
-        fix="inv status names the failing service; inv logs --service NAME shows why",
-    )
-
-
-def migrate(runner: Runner, stack: Stack, env: Mapping[str, str], service: str) -> str:
-    """The service's migrations, once, in its new image, before it takes traffic."""
-    argv = commands.compose(
-        stack.project, stack.files, "run", "--rm", "--no-deps", "-T", service, "migrate",
-        profiles=stack.profiles,
-    )  # fmt: skip
-    result = runner.run(
-        Command(argv, env=env, timeout=300),
-        fix=f"inv logs --service postgres; migrations are in services/{service}/migrations",
-    )
-    return migration_summary(result.stdout)
-
-
-def migration_summary(output: str) -> str:
-    """The migrate command's last JSON log line, as `message (schema N, applied a, b)`."""
-    lines = output.strip().splitlines()
-    if not lines:
-        return "no output"
-    try:
-        record = json.loads(lines[-1])
-    except ValueError:
-        return lines[-1][:200]
-    text = f"{record.get('message', '')} (schema {record.get('schema_version', '?')}"
-    if record.get("applied"):
-        text += ", applied " + ", ".join(record["applied"])
-    return text + ")"
-
-
-RELOAD_SETTLE_SECONDS = 2.0
-
-
-def reload_nginx(
-    runner: Runner, stack: Stack, env: Mapping[str, str], settle: float = RELOAD_SETTLE_SECONDS
-) -> None:
-    """Graceful: new workers read the new configuration (and resolve upstream names anew, which
-    nginx 1.22 does only at load), old workers finish their requests. `nginx -s reload` returns
-    before the old workers are gone, and they still know only the old upstream addresses: wait
-    `settle` seconds before anything relies on the new configuration."""
-    container = f"{stack.project}-nginx-1"
-    runner.run(Command(nginx_reload_argv(container), env=env))
-    if not runner.dry_run:
-        time.sleep(settle)
-
-
-def recreate_nginx(runner: Runner, stack: Stack, env: Mapping[str, str], wait_timeout: int) -> None:
-    """nginx.conf is a single-file bind mount: a replaced file is seen only by a new container."""
-    argv = commands.compose(
-        stack.project, stack.files, "up", "--detach", "--wait", "--wait-timeout",
-        str(wait_timeout), "--force-recreate", "--no-deps", "nginx", profiles=stack.profiles,
-    )  # fmt: skip
-    runner.run(Command(argv, env=env, timeout=wait_timeout + 60))
-
-
 def mail_reader(runner: Runner, stack: Stack, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
     """Reads the mail sink's messages from inside its container (it publishes no port), on the
     runner's host."""
@@ -352,7 +270,8 @@ def converge_local(
         if tls_state != "kept" and nginx_action == "none":
             nginx_action = "reload"
     env = compose_env(config, images, paths)
-    state = localstack.read(runner, plan_stack, env)
+    engine = ComposeEngine(runner, stack, env, config.env)
+    state = engine.on_stack(plan_stack).plan()
     localstack.require_images(state, config.env)
     plan = state.plan()
     changes = dict(plan.changes)
@@ -364,90 +283,33 @@ def converge_local(
     for service, why in changes.items():
         events.info(f"  {service}: {why}")
 
-    # Migrations ship inside the images: only a service with a new image can bring new ones.
-    to_migrate = [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
     failure: Exception | None = None
     try:
-        if to_migrate:
-            with events.step("data stores"):
-                up(runner, stack, env, DATA_STORES, wait_timeout)
-            with events.step(f"migrations of {', '.join(to_migrate)}"):
-                for service in to_migrate:
-                    events.info(f"  {service}: {migrate(runner, stack, env, service)}")
-        apply_changes(runner, stack, env, state, plan.changes, wait_timeout, rolling)
+        run_migrations(engine, state, wait_timeout)
+        engine.apply(state, plan.changes, wait_timeout, rolling)
         # A recreated upstream container has a new address: nginx must load the names anew.
         upstream_moved = any(name in plan.changes for name in HTTP_SERVICES)
         if "nginx" not in plan.changes:
             if nginx_action == "restart":
-                recreate_nginx(runner, stack, env, wait_timeout)
+                engine.restart_proxy(wait_timeout)
             elif nginx_action == "reload" or upstream_moved:
-                reload_nginx(runner, stack, env)
-    except RolloutFailed as exc:
-        # Roll back: the previous environment file again (the old containers never stopped).
+                engine.switch()
+    except BaseException as exc:
+        # Whatever stopped the change (a migration, a rollout, Ctrl-C): the previous environment
+        # file again, which the containers that were not replaced still run from. The summary
+        # table below then shows exactly what runs.
         if previous_env is not None and not runner.dry_run:
             write_private(services_env_file(config), previous_env)
-        failure = exc
-    except CommandFailed as exc:
+        if not isinstance(exc, SuiteError):
+            raise
         failure = exc
     if not runner.dry_run:
-        state = localstack.refresh(runner, stack, env, state)
+        state = engine.health(state)
     results: list[CheckResult] = []
     if failure is None and run_smoke_checks and not runner.dry_run:
         with events.step("smoke tests through nginx over HTTPS"):
             results = asyncio.run(run_smoke(smoke_target(runner, config, stack, env, paths)))
     return DeployOutcome(changes, state, results, failure)
-
-
-def apply_changes(
-    runner: Runner,
-    stack: Stack,
-    env: Mapping[str, str],
-    state: localstack.StackState,
-    changes: Mapping[str, str],
-    wait_timeout: int,
-    rolling: bool,
-    env_name: str = "local",
-    before_roll: Callable[[], None] | None = None,
-) -> None:
-    """Bring the planned changes about. Services that are down or new have no traffic to
-    protect: they start first (nginx cannot reload while an upstream name does not resolve).
-    Services that run and change are then replaced beside their old container, one at a time,
-    so no request is dropped; compose finally brings up whatever is left (nginx, data stores).
-    before_roll() runs once those are up, before the first replacement.
-    Raises RolloutFailed or CommandFailed; nginx is reloaded by the caller afterwards."""
-    events = runner.events
-    to_roll = rolling_candidates(state, changes) if rolling else []
-    starting = [
-        s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
-    ]
-    if starting:
-        with events.step(f"start {', '.join(starting)}"):
-            up(runner, stack, env, starting, wait_timeout, no_deps=True)
-    if before_roll is not None:  # every upstream name resolves now: nginx can check its files
-        before_roll()
-    for service in to_roll:
-        with events.step(f"roll {service} ({changes[service]})"):
-            summary = roll(
-                runner,
-                stack,
-                env,
-                service,
-                wait_timeout,
-                reload_proxy=lambda: reload_nginx(runner, stack, env),
-                explain=lambda name: localstack.explain_container(runner, name),
-                env_name=env_name,
-            )
-            events.info(f"  {summary}")
-    with events.step(f"converge {len(changes)} service(s)"):
-        up(runner, stack, env, (), wait_timeout)
-
-
-def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:
-    """Changed services whose current containers are all running and healthy: those can be
-    replaced beside themselves. A service that is down or new has nothing to keep serving."""
-    running = {c.service for c in state.containers}
-    broken = {c.service for c in state.containers if not c.ok}
-    return [s for s in ROLLING_SERVICES if s in changes and s in running and s not in broken]
 
 
 def current_env(config: Config) -> dict[str, str]:

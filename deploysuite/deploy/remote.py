@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,27 +37,22 @@ from deploysuite.core.runner import Command, Runner
 from deploysuite.core.ssh import SshConnection
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.local import (
-    DATA_STORES,
-    DATABASE_SERVICES,
-    SERVICE_IMAGE_VARS,
-    apply_changes,
     deploy_paths,
-    migrate,
     nginx_settings,
     prepare_tls,
-    reload_nginx,
     require_valid_config,
     smoke_target,
-    up,
     uses_local_ca,
 )
 from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info, read_info
+from deploysuite.deploy.rollout import run_migrations, running_report
 from deploysuite.deploy.smoke import CheckResult, run_smoke
 from deploysuite.edge.nginx import render_nginx
 from deploysuite.edge.tls import CERT, DHPARAM, KEY
 from deploysuite.engines import hosts
 from deploysuite.engines import state as localstack
-from deploysuite.engines.stack import COMPOSE_FILE, Stack
+from deploysuite.engines.compose import ComposeEngine
+from deploysuite.engines.stack import COMPOSE_FILE, SERVICE_IMAGE_VARS, Stack
 from deploysuite.images.build import build_services, git_version, service_bases
 from deploysuite.images.registry import push_all, registry_host
 from deploysuite.images.services import SERVICES
@@ -86,6 +81,17 @@ class Target:
         profiles = tuple(p for p in (self.config.get("COMPOSE_PROFILES") or "").split(",") if p)
         # compose reads `.env` from the first file's folder: the release's own variables
         return Stack(self.project, (folder / COMPOSE_FILE, folder / "services.env.yml"), profiles)
+
+    def engine(self, release_id: str) -> ComposeEngine:
+        """Compose on the host's engine, acting on the release's files (its own `.env`)."""
+        return ComposeEngine(self.runner, self.stack(release_id), {}, self.config.env)
+
+    def reconnect_if_lost(self) -> None:
+        """After a dropped connection: a new one, verified the same way, for what must still
+        happen on the host (the rollback, the manifest, the lock, the audit)."""
+        if not self.conn.alive():
+            with self.runner.events.step(f"reconnect to {self.conn.host.name}"):
+                self.conn.reconnect()
 
 
 @contextmanager
@@ -367,10 +373,9 @@ def prune(t: Target, releases: list[dict[str, object]], keep_also: list[str | No
 def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> dict[str, str]:
     """Make the host run `release_id`: its nginx configuration, then every service that
     differs, replaced beside its old container. Returns what changed."""
-    stack = t.stack(release_id)
-    state = localstack.read(t.runner, stack, {})
-    plan = state.plan()
-    changes = dict(plan.changes)
+    engine = t.engine(release_id)
+    state = engine.plan()
+    changes = dict(state.plan().changes)
     # The running nginx (when it stays) checks the new configuration before anything reloads.
     keeps_nginx = "nginx" not in changes and nginx_running(t)
     activate_config(t, release_id)
@@ -382,35 +387,42 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     if not changes:
         check()
         if keeps_nginx:
-            reload_nginx(t.runner, stack, {})
+            engine.switch()
         return changes
     for service, why in changes.items():
         t.runner.events.info(f"  {service}: {why}")
-    apply_changes(t.runner, stack, {}, state, changes, wait_timeout, rolling, t.config.env,
-                  before_roll=check)  # fmt: skip
-    reload_nginx(t.runner, stack, {})
+    engine.apply(state, changes, wait_timeout, rolling, before_roll=check)
+    engine.switch()
     return changes
 
 
 def migrate_release(t: Target, release_id: str, wait_timeout: int) -> dict[str, str]:
     """Migrations of every database service whose image is new, once, in the new image, with
-    the new environment already on the host, before any traffic moves."""
-    stack = t.stack(release_id)
-    state = localstack.read(t.runner, stack, {})
-    to_migrate = [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
-    if not to_migrate:
-        return {}
-    with t.runner.events.step("data stores"):
-        up(t.runner, stack, {}, DATA_STORES, wait_timeout)
-    backup_before_migrations(Session(t.config, t.runner.events, t.runner), t.project, to_migrate)
-    versions = {}
-    with t.runner.events.step(f"migrations of {', '.join(to_migrate)}"):
-        for service in to_migrate:
-            summary = migrate(t.runner, stack, {}, service)
-            t.runner.events.info(f"  {service}: {summary}")
-            match = re.search(r"schema (\S+?)[,)]", summary)
-            versions[service] = match.group(1) if match else "?"
-    return versions
+    the new environment already on the host, before any traffic moves; each database backed up
+    first."""
+    engine = t.engine(release_id)
+    session = Session(t.config, t.runner.events, t.runner)
+    def backup_first(due: Sequence[str]) -> None:
+        backup_before_migrations(session, t.project, due)
+
+    return run_migrations(engine, engine.plan(), wait_timeout, before=backup_first)
+
+
+def roll_back(t: Target, outcome: RemoteOutcome, to: str, wait_timeout: int, rolling: bool) -> None:
+    """After a failed change: converge back to `to` (over a new connection when the old one
+    died). When that fails too, nothing more is tried: the operator is told exactly what runs."""
+    events = t.runner.events
+    try:
+        t.reconnect_if_lost()
+        with events.step(f"roll back to {to}"):
+            converge(t, to, wait_timeout, rolling)
+        outcome.outcome = "rolled back"
+    except Exception as again:
+        outcome.rollback_error = again.what if isinstance(again, SuiteError) else repr(again)
+        events.info(f"  the rollback failed too: {outcome.rollback_error}")
+        events.info(f"  left as is; what runs on {t.conn.host.name} now:")
+        for line in running_report(t.engine(to)):
+            events.info(line)
 
 
 def copy_manifest_to_s3(t: Target, record: Mapping[str, object]) -> None:
@@ -439,6 +451,7 @@ class RemoteOutcome:
     failure: BaseException | None = None
     previous: str | None = None
     dry_run: bool = False
+    rollback_error: str | None = None  # the rollback after a failure failed too: left as is
 
 
 def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
@@ -557,24 +570,20 @@ def ship(
                     raise ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
                                        f"inv logs --env={t.config.env} --service NAME")  # fmt: skip
             mark_current(t, release_id)
-        except (SuiteError, KeyboardInterrupt) as exc:
+        except BaseException as exc:  # any failure after the first change: roll back
             outcome.failure = exc
             outcome.outcome = "failed"
             if isinstance(exc, KeyboardInterrupt):
                 events.info("interrupted: rolling back (Ctrl-C again to stop at once)")
             if current and not dry:
-                with events.step(f"roll back to {current}"):
-                    try:
-                        converge(t, current, wait_timeout, rolling)
-                        outcome.outcome = "rolled back"
-                    except SuiteError as again:
-                        events.info(f"  the rollback failed too: {again.what}")
+                roll_back(t, outcome, current, wait_timeout, rolling)
         result = "deployed" if outcome.failure is None else "failed"
         if dry:
             outcome.dry_run = True
             outcome.outcome = "planned" if outcome.failure is None else result
         else:
             final = rel.finished(record, result, dt.datetime.now(dt.UTC))
+            t.reconnect_if_lost()
             write_manifest(t, final)
             copy_manifest_to_s3(t, final)
         return outcome
@@ -594,7 +603,8 @@ def finish(
         return
     env = t.config.env
     failure = outcome.failure
-    detail = (failure.what if isinstance(failure, SuiteError) else "interrupted") if failure else ""
+    detail = describe(failure) if failure else ""
+    t.reconnect_if_lost()
     audit(t, {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action,
         "env": env, "release": outcome.release, "outcome": outcome.outcome,
@@ -658,8 +668,12 @@ def rollback_remote(
                     with events.step("smoke tests through nginx over HTTPS"):
                         outcome.smoke = smoke(t, target_id)
                 mark_current(t, target_id)
-            except (SuiteError, KeyboardInterrupt) as exc:
+            except BaseException as exc:  # any failure: say what runs now
                 outcome.failure, outcome.outcome = exc, "failed"
+                outcome.rollback_error = "stopped part-way"
+                events.info(f"  left as is; what runs on {t.conn.host.name} now:")
+                for line in running_report(t.engine(target_id)):
+                    events.info(line)
         finish(s, t, outcome, hook_env, action="rollback")
         return outcome
 
@@ -678,6 +692,14 @@ def releases_rows(releases: list[dict[str, object]], current: str | None) -> lis
     return rows
 
 
+def describe(failure: BaseException) -> str:
+    if isinstance(failure, SuiteError):
+        return failure.what
+    if isinstance(failure, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(failure).__name__}: {failure}"
+
+
 def failure_exit(outcome: RemoteOutcome) -> BaseException | None:
     """The error the task raises after its summary: the failure itself (rollout failures keep
     their exit code 9), a rollback that happened is said in the message."""
@@ -686,4 +708,7 @@ def failure_exit(outcome: RemoteOutcome) -> BaseException | None:
         return failure
     if isinstance(failure, SuiteError) and outcome.outcome == "rolled back":
         failure.what = f"{failure.what}; rolled back to {outcome.previous}"
+    elif isinstance(failure, SuiteError) and outcome.rollback_error:
+        failure.what = (f"{failure.what}; the rollback failed too ({outcome.rollback_error}): "
+                        "left as is, what runs is listed above")  # fmt: skip
     return failure

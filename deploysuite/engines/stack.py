@@ -166,3 +166,16 @@ def plan_up(
     for service in sorted(set(by_service) - set(wanted)):
         changes[service] = "orphan: no longer in the compose file"
     return UpPlan(changes, tuple(unchanged))
+
+
+SERVICE_IMAGE_VARS = {
+    "auth": "AUTH_IMAGE",
+    "chat": "CHAT_IMAGE",
+    "billing": "BILLING_IMAGE",
+    "analytics": "ANALYTICS_IMAGE",
+    "orchestrator": "ORCHESTRATOR_IMAGE",
+    "email-worker": "EMAIL_WORKER_IMAGE",
+    "mailsink": "MAILSINK_IMAGE",
+    "backup": "BACKUP_IMAGE",
+}
+

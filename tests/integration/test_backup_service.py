@@ -23,7 +23,7 @@ import pytest
 
 from deploysuite.config.layers import load_config
 from deploysuite.config.service_env import render_services_env
-from deploysuite.deploy.local import SERVICE_IMAGE_VARS
+from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 from deploysuite.images.build import images_file, read_images_file
 from tests.integration.conftest import REPO, run_task
 

@@ -14,7 +14,7 @@ import pytest
 
 from deploysuite.config.layers import load_config
 from deploysuite.config.service_env import SERVICE_VARIABLES, render_services_env
-from deploysuite.deploy.local import SERVICE_IMAGE_VARS
+from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.prod.yml"

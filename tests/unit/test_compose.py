@@ -91,7 +91,7 @@ def test_port_url_scheme_follows_the_container_port():
 
 
 def test_migration_summary():
-    from deploysuite.deploy.local import migration_summary
+    from deploysuite.engines.compose import migration_summary
 
     applied = (
         '{"level":"info","message":"migrations complete","database":"auth",'

@@ -1,0 +1,64 @@
+"""The rollout policy both deploys share, over the engine seam (engines/base.py): which services
+migrate, in what order the stack changes, and the report of what runs when a change stops
+half-way."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from deploysuite.engines import state as localstack
+from deploysuite.engines.base import Engine
+
+DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
+DATA_STORES = ("postgres", "redis", "rabbitmq")
+
+
+def due_for_migration(state: localstack.StackState) -> list[str]:
+    """Migrations ship inside the images: only a service with a new image can bring new ones."""
+    return [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
+
+
+def schema_version(summary: str) -> str:
+    """`applied 2 (schema 3, applied 0003_x)` -> `3`."""
+    match = re.search(r"schema (\S+?)[,)]", summary)
+    return match.group(1) if match else "?"
+
+
+def run_migrations(
+    engine: Engine,
+    state: localstack.StackState,
+    wait_timeout: int,
+    before: Callable[[Sequence[str]], object] | None = None,
+) -> dict[str, str]:
+    """The data stores up, then `before(services)` (the backup of their databases), then each
+    due service's migrations in its new image. Returns service -> schema version."""
+    to_migrate = due_for_migration(state)
+    if not to_migrate:
+        return {}
+    events = engine.events
+    with events.step("data stores"):
+        engine.start(DATA_STORES, wait_timeout)
+    if before is not None:
+        before(to_migrate)
+    versions = {}
+    with events.step(f"migrations of {', '.join(to_migrate)}"):
+        for service in to_migrate:
+            summary = engine.migrate(service)
+            events.info(f"  {service}: {summary}")
+            versions[service] = schema_version(summary)
+    return versions
+
+
+def running_report(engine: Engine) -> list[str]:
+    """What runs, one line a service, read anew: what the operator is left with when a change
+    stopped half-way and could not be undone."""
+    try:
+        state = engine.plan()
+    except Exception as exc:  # the host may be the thing that failed
+        return [f"  what runs could not be read ({type(exc).__name__}): inv status once it answers"]
+    return [
+        f"  {row['service']}: {row['image']} {row['state']} {row['health']}".rstrip()
+        for row in localstack.status_rows(state)
+    ]
+

@@ -1,0 +1,167 @@
+"""Compose as a deploy engine: one stack on one Docker engine, this machine's (the runner runs
+here) or a host's over SSH (the runner is bound to the host). Local and remote deploys both act
+on a stack only through this class; see engines/base.py for the interface."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from deploysuite.config.service_env import SERVICE_VARIABLES
+from deploysuite.core import commands
+from deploysuite.core.events import Events
+from deploysuite.core.runner import Command, Runner
+from deploysuite.edge.nginx import nginx_reload_argv
+from deploysuite.engines import state as localstack
+from deploysuite.engines.rolling import ROLLING_SERVICES, roll
+from deploysuite.engines.stack import Stack
+
+RELOAD_SETTLE_SECONDS = 2.0
+
+
+@dataclass
+class ComposeEngine:
+    """`env` is what compose interpolates: the local config's variables, or nothing where the
+    stack's folder carries its own `.env` (a release on a host)."""
+
+    runner: Runner
+    stack: Stack
+    env: Mapping[str, str] = field(default_factory=dict)
+    env_name: str = "local"
+    settle: float = RELOAD_SETTLE_SECONDS
+
+    @property
+    def events(self) -> Events:
+        return self.runner.events
+
+    def on_stack(self, stack: Stack) -> ComposeEngine:
+        """The same engine acting on other files (another release: a rollback's target)."""
+        return replace(self, stack=stack)
+
+    def plan(self) -> localstack.StackState:
+        """What runs and what the files want (state.plan() says what would change)."""
+        return localstack.read(self.runner, self.stack, self.env)
+
+    def health(self, state: localstack.StackState) -> localstack.StackState:
+        """The containers' state and health anew."""
+        return localstack.refresh(self.runner, self.stack, self.env, state)
+
+    def start(self, services: Sequence[str] = (), wait_timeout: int = 300,
+              no_deps: bool = False) -> None:  # fmt: skip
+        """compose up --wait for `services` (every one when empty)."""
+        stack = self.stack
+        self.runner.run(
+            Command(
+                commands.compose_up(
+                    stack.project,
+                    stack.files,
+                    services=services,
+                    wait_timeout=wait_timeout,
+                    profiles=stack.profiles,
+                    no_deps=no_deps,
+                ),
+                env=self.env,
+                timeout=wait_timeout + 120,
+            ),
+            fix="inv status names the failing service; inv logs --service NAME shows why",
+        )
+
+    def migrate(self, service: str) -> str:
+        """The service's migrations, once, in its new image, before it takes traffic."""
+        stack = self.stack
+        argv = commands.compose(
+            stack.project, stack.files, "run", "--rm", "--no-deps", "-T", service, "migrate",
+            profiles=stack.profiles,
+        )  # fmt: skip
+        result = self.runner.run(
+            Command(argv, env=self.env, timeout=300),
+            fix=f"inv logs --service postgres; migrations are in services/{service}/migrations",
+        )
+        return migration_summary(result.stdout)
+
+    def switch(self) -> None:
+        """Point the proxy at what runs now: a graceful nginx reload. New workers read the new
+        configuration (and resolve upstream names anew, which nginx 1.22 does only at load), old
+        workers finish their requests. `nginx -s reload` returns before the old workers are
+        gone, and they still know only the old upstream addresses: wait `settle` seconds before
+        anything relies on the new configuration."""
+        container = f"{self.stack.project}-nginx-1"
+        self.runner.run(Command(nginx_reload_argv(container), env=self.env))
+        if not self.runner.dry_run:
+            time.sleep(self.settle)
+
+    def restart_proxy(self, wait_timeout: int) -> None:
+        """nginx.conf is a single-file bind mount: a replaced file is seen only by a new
+        container."""
+        stack = self.stack
+        argv = commands.compose(
+            stack.project, stack.files, "up", "--detach", "--wait", "--wait-timeout",
+            str(wait_timeout), "--force-recreate", "--no-deps", "nginx", profiles=stack.profiles,
+        )  # fmt: skip
+        self.runner.run(Command(argv, env=self.env, timeout=wait_timeout + 60))
+
+    def apply(
+        self,
+        state: localstack.StackState,
+        changes: Mapping[str, str],
+        wait_timeout: int,
+        rolling: bool,
+        before_roll: Callable[[], None] | None = None,
+    ) -> None:
+        """Bring the planned changes about. Services that are down or new have no traffic to
+        protect: they start first (nginx cannot reload while an upstream name does not resolve).
+        Services that run and change are then replaced beside their old container, one at a
+        time, so no request is dropped; compose finally brings up whatever is left (nginx, data
+        stores). before_roll() runs once those are up, before the first replacement.
+        Raises RolloutFailed or CommandFailed; the caller switches the proxy afterwards."""
+        runner, events = self.runner, self.runner.events
+        to_roll = rolling_candidates(state, changes) if rolling else []
+        starting = [
+            s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
+        ]
+        if starting:
+            with events.step(f"start {', '.join(starting)}"):
+                self.start(starting, wait_timeout, no_deps=True)
+        if before_roll is not None:  # every upstream name resolves now: nginx can check its files
+            before_roll()
+        for service in to_roll:
+            with events.step(f"roll {service} ({changes[service]})"):
+                summary = roll(
+                    runner,
+                    self.stack,
+                    self.env,
+                    service,
+                    wait_timeout,
+                    reload_proxy=self.switch,
+                    explain=lambda name: localstack.explain_container(runner, name),
+                    env_name=self.env_name,
+                )
+                events.info(f"  {summary}")
+        with events.step(f"converge {len(changes)} service(s)"):
+            self.start((), wait_timeout)
+
+
+def migration_summary(output: str) -> str:
+    """The migrate command's last JSON log line, as `message (schema N, applied a, b)`."""
+    lines = output.strip().splitlines()
+    if not lines:
+        return "no output"
+    try:
+        record = json.loads(lines[-1])
+    except ValueError:
+        return lines[-1][:200]
+    text = f"{record.get('message', '')} (schema {record.get('schema_version', '?')}"
+    if record.get("applied"):
+        text += ", applied " + ", ".join(record["applied"])
+    return text + ")"
+
+
+def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:
+    """Changed services whose current containers are all running and healthy: those can be
+    replaced beside themselves. A service that is down or new has nothing to keep serving."""
+    running = {c.service for c in state.containers}
+    broken = {c.service for c in state.containers if not c.ok}
+    return [s for s in ROLLING_SERVICES if s in changes and s in running and s not in broken]
+
