@@ -152,4 +152,6 @@ def deploy_lock(
         raise KeyboardInterrupt from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if not conn.alive():  # the connection died under the deploy: the lock must still go
+            conn.reconnect()
         release(conn, path, info.token)

@@ -402,6 +402,7 @@ def migrate_release(t: Target, release_id: str, wait_timeout: int) -> dict[str, 
     first."""
     engine = t.engine(release_id)
     session = Session(t.config, t.runner.events, t.runner)
+
     def backup_first(due: Sequence[str]) -> None:
         backup_before_migrations(session, t.project, due)
 

@@ -61,4 +61,3 @@ def running_report(engine: Engine) -> list[str]:
         f"  {row['service']}: {row['image']} {row['state']} {row['health']}".rstrip()
         for row in localstack.status_rows(state)
     ]
-

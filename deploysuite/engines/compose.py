@@ -164,4 +164,3 @@ def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str])
     running = {c.service for c in state.containers}
     broken = {c.service for c in state.containers if not c.ok}
     return [s for s in ROLLING_SERVICES if s in changes and s in running and s not in broken]
-

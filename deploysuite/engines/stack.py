@@ -178,4 +178,3 @@ SERVICE_IMAGE_VARS = {
     "mailsink": "MAILSINK_IMAGE",
     "backup": "BACKUP_IMAGE",
 }
-

@@ -227,6 +227,40 @@ def test_broken_release_rolls_back_while_the_old_version_serves(stack):
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
 
 
+def test_a_failed_migration_changes_nothing_and_puts_the_environment_back(stack, tmp_path):
+    """A new auth image whose migrations fail (one broken SQL file added to the real image):
+    the deploy stops at the migration, every service keeps its container, and the services
+    environment file is the one they run from again, not the new release's."""
+    before = stack.containers()
+    env_file = stack.build_dir / "services.env.yml"
+    previous = env_file.read_text()
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Image}}", before["auth"]],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    broken = f"e2e-broken-auth:{os.getpid()}"
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image}\nUSER root\nRUN test -d /app/service/migrations && printf "
+        "'SELECT no_such_function();\\n' > /app/service/migrations/9999_broken.sql\n"
+        "USER 1001:1001\n"
+    )
+    subprocess.run(["docker", "build", "-q", "-t", broken, str(tmp_path)], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        result = stack.inv(
+            "deploy", "--env=local", "--no-smoke", "--set", f"AUTH_IMAGE={broken}",
+            "--set", "LOG_LEVEL=ERROR",  # a new environment for every service
+        )  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rmi", "-f", broken], capture_output=True)
+    assert result.returncode == 5, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "migrate" in last and "exited" in last, last
+    assert "migrations are in services/auth/migrations" in last
+    assert stack.containers() == before  # no service was replaced
+    assert env_file.read_text() == previous  # what the running containers were made from
+    again = stack.inv("deploy", "--env=local", "--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
+
+
 def test_a_stopped_service_is_named_by_smoke_and_status(stack):
     subprocess.run(
         ["docker", "stop", stack.containers()["billing"]], check=True, capture_output=True

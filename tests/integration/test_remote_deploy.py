@@ -166,6 +166,20 @@ def remote(ssh_host, registry, s3, base_images, tmp_path_factory):
         r.remove()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (the sessions of an sshd), read from ps."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = (int(x) for x in line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.strip().splitlines()[-1]
 
@@ -329,6 +343,41 @@ def test_ctrl_c_mid_deploy_rolls_back_and_releases_the_lock(remote):
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-3000:]
     status = remote.inv("status", "--env=loopback")
     assert status.returncode == 0, status.stderr[-2000:]
+
+
+def test_a_dropped_ssh_connection_mid_rollout_rolls_back_over_a_new_one(remote, ssh_host):
+    current = remote.current()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--env=loopback",
+         "--no-smoke", "--set", "LOG_LEVEL=INFO"],
+        cwd=REPO, env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
+            # every session of the test sshd dies (the listener stays): the deploy's connection
+            # is cut under whatever command it runs, as when a network drops
+            for pid in descendants(ssh_host.process.pid):
+                os.kill(pid, signal.SIGKILL)
+            break
+    lines += proc.stderr.readlines()
+    code = proc.wait(timeout=600)
+    text = "".join(lines)
+    last = text.strip().splitlines()[-1]
+    assert code == 7, text[-3000:]
+    assert "the SSH connection was lost" in last and f"rolled back to {current}" in last, last
+    assert "reconnect to app1" in text and f"roll back to {current}" in text
+    assert not Path(lock_path(remote.root, "loopback")).exists()
+    assert remote.current() == current
+    failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
+    assert failed and failed[-1]["previous"] == current  # the final manifest was written
+    audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
+    assert audit[-1]["outcome"] == "rolled back"
+    # consistent: what runs is exactly the live release (a deploy of it has nothing to do)
+    again = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-3000:]
 
 
 def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
