@@ -13,7 +13,7 @@ from typing import Any
 from deploysuite.backup import catalog as bk
 from deploysuite.backup import s3 as s3store
 from deploysuite.backup.dump import list_backups
-from deploysuite.backup.postgres import Postgres
+from deploysuite.backup.postgres import Postgres, ident
 from deploysuite.backup.restore import fetch_verified, restore_into
 from deploysuite.config.session import Session
 
@@ -51,5 +51,5 @@ def drill(s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, db: str)
         path = fetch_verified(s, store, s3, record, Path(tmp))
         _, counts = restore_into(s, pg, path, record, scratch)
         seconds = time.monotonic() - started
-        pg.sql(f'DROP DATABASE "{scratch}"', mutates=True)
+        pg.sql(f"DROP DATABASE {ident(scratch)}", mutates=True)
     return DrillResult(db, str(record["backup_id"]), age, seconds, sum(counts.values()))

@@ -21,7 +21,7 @@ from typing import Any
 from deploysuite.backup import catalog as bk
 from deploysuite.backup import localcopy
 from deploysuite.backup import s3 as s3store
-from deploysuite.backup.postgres import SCHEMA_SQL, Postgres, databases
+from deploysuite.backup.postgres import SCHEMA_SQL, Postgres, databases, literal
 from deploysuite.config.session import Session
 from deploysuite.core import streams
 from deploysuite.core.runner import Command
@@ -110,7 +110,7 @@ def backup_database(
     client = pg.runner.run(Command(pg.exec_argv("pg_dump", "--version"), mutates=False)).stdout
     server = pg.sql("SHOW server_version_num")
     bk.check_versions(bk.major_version(client), bk.major_version(server))
-    size = int(pg.sql(f"SELECT pg_database_size('{db}')") or 0)
+    size = int(pg.sql(f"SELECT pg_database_size({literal(db)})") or 0)
     schema = int(pg.sql(SCHEMA_SQL, db) or 0)
     backup_id = bk.new_backup_id(started, db, "" if kind == "scheduled" else kind)
     keys = bk.keys_for(store.prefix, s.config.env, db, backup_id)

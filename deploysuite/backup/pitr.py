@@ -63,17 +63,6 @@ def archived_wal(
             for item in s3store.list_keys(s3, store.bucket, folder)]  # fmt: skip
 
 
-class Hashing:
-    """A writer that hashes what it passes on."""
-
-    def __init__(self, target: Any) -> None:
-        self.target, self.digest = target, hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.target.write(data)
-
-
 def fetch_wal(
     store: s3store.S3Settings, s3: Any, env: str, system_id: str, names: Sequence[str], folder: Path
 ) -> None:

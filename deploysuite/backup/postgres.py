@@ -4,14 +4,17 @@ backup service). Names of the databases and the SQL they are read with."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from deploysuite.config.layers import DB_NAME_RULE
 from deploysuite.config.session import Session
 from deploysuite.core import streams
+from deploysuite.core.errors import ConfigError
 from deploysuite.core.runner import Command, Runner
 
 # query_to_xml runs its query only when the table exists: a plain subquery would be planned (and
@@ -41,6 +44,27 @@ def databases(config: Any) -> dict[str, str]:
     }
 
 
+# Names the suite builds around a configured database name (restores, drills) are identifiers
+# too; PostgreSQL would cut anything longer than 63 bytes silently.
+IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def ident(name: str) -> str:
+    """`name` as a quoted SQL identifier. Only plain names pass (config validates *_DB_NAME):
+    anything else is refused before it reaches a statement."""
+    if not IDENTIFIER_RE.match(name):
+        raise ConfigError(
+            f"{name!r} is not a plain database name ({DB_NAME_RULE})",
+            "fix the *_DB_NAME setting (inv env.check)",
+        )
+    return f'"{name}"'
+
+
+def literal(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass
 class Postgres:
     """The stack's PostgreSQL server, reached inside its own container on the stack's host
@@ -63,7 +87,7 @@ class Postgres:
         return self.runner.run(Command(argv, mutates=mutates, timeout=120)).stdout.strip()
 
     def exists(self, db: str) -> bool:
-        return self.sql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") == "1"
+        return self.sql(f"SELECT 1 FROM pg_database WHERE datname = {literal(db)}") == "1"
 
     def start(self, argv: tuple[str, ...]) -> streams.Process:
         """A streamed process in the server's container: its stdout/stdin carry the data."""

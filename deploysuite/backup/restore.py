@@ -17,7 +17,15 @@ from deploysuite.backup import catalog as bk
 from deploysuite.backup import localcopy
 from deploysuite.backup import s3 as s3store
 from deploysuite.backup.dump import backup_database, local_safety_backup
-from deploysuite.backup.postgres import SCHEMA_SQL, Postgres, databases, table_counts
+from deploysuite.backup.postgres import (
+    IDENTIFIER_RE,
+    SCHEMA_SQL,
+    Postgres,
+    databases,
+    ident,
+    literal,
+    table_counts,
+)
 from deploysuite.config.session import Session
 from deploysuite.core import streams
 from deploysuite.core.errors import SuiteError
@@ -84,23 +92,23 @@ def pg_restore_from(s: Session, pg: Postgres, path: Path, args: tuple[str, ...],
 def swap(pg: Postgres, db: str, restored: str, keep_as: str) -> None:
     """No new connections to `db`, terminate the open ones, then both renames in one
     transaction: `db` is either the old database or the restored one, never missing."""
-    pg.sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false', mutates=True)
+    pg.sql(f"ALTER DATABASE {ident(db)} ALLOW_CONNECTIONS false", mutates=True)
     try:
         pg.sql(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE datname IN ('{db}', '{restored}') AND pid <> pg_backend_pid()",
+            f"WHERE datname IN ({literal(db)}, {literal(restored)}) AND pid <> pg_backend_pid()",
             mutates=True,
         )
         pg.sql(
-            f'BEGIN; ALTER DATABASE "{db}" RENAME TO "{keep_as}"; '
-            f'ALTER DATABASE "{restored}" RENAME TO "{db}"; COMMIT;',
+            f"BEGIN; ALTER DATABASE {ident(db)} RENAME TO {ident(keep_as)}; "
+            f"ALTER DATABASE {ident(restored)} RENAME TO {ident(db)}; COMMIT;",
             mutates=True,
         )
     except SuiteError:
-        pg.sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true', mutates=True)
+        pg.sql(f"ALTER DATABASE {ident(db)} ALLOW_CONNECTIONS true", mutates=True)
         raise
     # the kept copy opens again for whoever needs to look into it (no service uses its name)
-    pg.sql(f'ALTER DATABASE "{keep_as}" ALLOW_CONNECTIONS true', mutates=True)
+    pg.sql(f"ALTER DATABASE {ident(keep_as)} ALLOW_CONNECTIONS true", mutates=True)
 
 
 @dataclass
@@ -220,8 +228,8 @@ def parallel_restore(s: Session, pg: Postgres, path: Path, target: str) -> bool:
         return True
     s.events.info(f"  parallel restore failed ({s.runner.masker(result.stderr.strip()[-200:])}); "
                   "restoring in one stream")  # fmt: skip
-    pg.sql(f'DROP DATABASE "{target}"', mutates=True)
-    pg.sql(f'CREATE DATABASE "{target}"', mutates=True)
+    pg.sql(f"DROP DATABASE {ident(target)}", mutates=True)
+    pg.sql(f"CREATE DATABASE {ident(target)}", mutates=True)
     return False
 
 
@@ -230,7 +238,7 @@ def restore_into(
 ) -> tuple[int, dict[str, int]]:
     """A new database `target` from the verified file, checked: its schema version must be the
     manifest's. Returns it and every table's row count; on any failure `target` is dropped."""
-    pg.sql(f'CREATE DATABASE "{target}"', mutates=True)
+    pg.sql(f"CREATE DATABASE {ident(target)}", mutates=True)
     try:
         if not parallel_restore(s, pg, path, target):
             pg_restore_from(s, pg, path,
@@ -244,7 +252,7 @@ def restore_into(
             )
         return schema, table_counts(pg, target)
     except BaseException:
-        pg.sql(f'DROP DATABASE IF EXISTS "{target}"', mutates=True)
+        pg.sql(f"DROP DATABASE IF EXISTS {ident(target)}", mutates=True)
         raise
 
 
@@ -277,12 +285,14 @@ def drop_old_pre_restore(pg: Postgres, keep_days: int, now: dt.datetime) -> list
     names = pg.sql("SELECT datname FROM pg_database WHERE datname LIKE '%\\_pre\\_restore\\_%'")
     gone = []
     for name in names.split():
+        if not IDENTIFIER_RE.match(name):  # not one of the suite's names
+            continue
         stamp = name.rsplit("_", 1)[-1]
         try:
             when = dt.datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
         except ValueError:
             continue
         if now - when > dt.timedelta(days=keep_days):
-            pg.sql(f'DROP DATABASE "{name}"', mutates=True)
+            pg.sql(f"DROP DATABASE {ident(name)}", mutates=True)
             gone.append(name)
     return gone

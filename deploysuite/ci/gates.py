@@ -13,7 +13,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import yaml
 
 from deploysuite import PROJECT_ROOT
 from deploysuite.ci import checks as ci
-from deploysuite.config.layers import Config, known_environments, load_config
+from deploysuite.config.layers import known_environments, load_config
 from deploysuite.config.service_env import SERVICE_VARIABLES, render_services_env
 from deploysuite.core.errors import SuiteError
 from deploysuite.core.runner import Command, Result, Runner
@@ -126,11 +126,6 @@ def check_gixy(runner: Runner, label: str, files: dict[str, str]) -> ci.CheckRes
         return ci.CheckResult(name, "failed", ci.first_lines(findings))
     skipped = ", ".join(ci.GIXY_SKIPS)
     return ci.CheckResult(name, "passed", f"{len(files)} files, no findings (skips {skipped})")
-
-
-def environment_configs(root: Path) -> Iterator[tuple[str, Config]]:
-    for env in known_environments(root):
-        yield env, load_config(env, root=root)
 
 
 def check_nginx_environments(runner: Runner, root: Path) -> list[ci.CheckResult]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from deploysuite.config.envfile import read_env_file
-from deploysuite.config.layers import Config, closest
+from deploysuite.config.layers import DB_NAME_RULE, Config, bad_db_names, closest
 from deploysuite.core.files import write_private
 
 Severity = Literal["error", "warning"]
@@ -130,6 +130,16 @@ def check_config(config: Config) -> list[Problem]:
                         f"move it to {config.paths.env_secrets} (git-ignored)",
                     )
                 )
+    for setting in bad_db_names(config.settings):
+        problems.append(
+            Problem(
+                "error",
+                setting.key,
+                f"not a database name ({DB_NAME_RULE})",
+                setting.location,
+                f"set {setting.key}, e.g. {schema[setting.key].default or 'app'}",
+            )
+        )
     for spec in schema.values():
         setting = config.settings.get(spec.name)
         value = setting.value if setting else ""

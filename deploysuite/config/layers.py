@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,22 @@ from deploysuite.config.envfile import EnvFile, VarSpec, parse_schema, read_env_
 from deploysuite.core.errors import ConfigError
 from deploysuite.core.masking import Masker
 
-LAYERS = ("default", "root .env", "environment", "service", "process", "cli")
+# A database name goes into SQL: a plain lowercase identifier, short enough that a restore's
+# names beside it (<db>_pre_restore_YYYYMMDDHHMMSS, 27 more) fit PostgreSQL's 63 bytes.
+DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,35}$")
+DB_NAME_RULE = "lowercase letters, digits and _, starting with a letter or _, at most 36"
+
+
+def is_db_name_key(key: str) -> bool:
+    return key.endswith("_DB_NAME")
+
+
+def bad_db_names(settings: Mapping[str, Setting]) -> list[Setting]:
+    """The *_DB_NAME settings that are no plain database name."""
+    return [
+        s for key, s in sorted(settings.items())
+        if is_db_name_key(key) and not DB_NAME_RE.match(s.value)
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -247,6 +263,13 @@ def load_config(
             )
         put(key, value, "cli", "--set")
 
+    bad = bad_db_names(resolved) if strict else []
+    if bad:
+        raise ConfigError(
+            f"{bad[0].key}={bad[0].value!r} ({bad[0].location}) is not a database name: "
+            f"{DB_NAME_RULE}",
+            f"set {bad[0].key}, e.g. {schema[bad[0].key].default or 'app'}",
+        )
     return Config(
         env=env,
         root=root,

@@ -152,3 +152,14 @@ def test_parallel_restore_runs_in_the_servers_image_beside_its_socket():
         "-U", "u", "-d", "auth_restoring_1", "/restore/dump.pgc",
     )  # fmt: skip
     assert [restore_jobs(n) for n in (None, 1, 2, 16)] == [1, 1, 2, 4]
+
+
+def test_sql_identifiers_and_literals_are_quoted_and_odd_names_refused():
+    from deploysuite.backup.postgres import ident, literal
+    from deploysuite.core.errors import ConfigError
+
+    assert ident("auth_restoring_20240115103000") == '"auth_restoring_20240115103000"'
+    assert literal("it's") == "'it''s'"
+    for name in ('auth"; DROP DATABASE x; --', "Auth", "a" * 64, ""):
+        with pytest.raises(ConfigError):
+            ident(name)

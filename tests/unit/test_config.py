@@ -125,3 +125,27 @@ def test_config_is_frozen(tree: Path):
     config = load_config("staging", root=tree, process_env={})
     with pytest.raises(TypeError):
         config.settings["LAYERED"] = None  # type: ignore[index]
+
+
+DB_SCHEMA = "# secret: no | required: - | default: auth\nAUTH_DB_NAME=auth\n"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Auth", "auth; DROP DATABASE x", 'a"b', "1auth", "auth-db", "", "a" * 37],
+)
+def test_a_database_name_that_is_no_plain_identifier_is_refused_at_load(tree: Path, name):
+    (tree / ".env.example").write_text(SCHEMA + "\n" + DB_SCHEMA)
+    with pytest.raises(ConfigError) as caught:
+        load_config("staging", root=tree, process_env={}, cli={"AUTH_DB_NAME": name})
+    assert caught.value.what.startswith("AUTH_DB_NAME=") and "is not a database name" in str(
+        caught.value.what
+    )
+    assert "--set" in caught.value.what  # where the bad value came from
+
+
+@pytest.mark.parametrize("name", ["auth", "_x", "auth_2024", "a" * 36])
+def test_plain_database_names_load(tree: Path, name):
+    (tree / ".env.example").write_text(SCHEMA + "\n" + DB_SCHEMA)
+    config = load_config("staging", root=tree, process_env={}, cli={"AUTH_DB_NAME": name})
+    assert config.get("AUTH_DB_NAME") == name

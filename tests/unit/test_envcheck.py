@@ -192,3 +192,14 @@ def test_events_mask_secrets_in_every_line():
     events.result([{"a": "x s3cr3t-value y"}], ["a"])
     assert "s3cr3t-value" not in out.getvalue() + err.getvalue()
     assert "******" in err.getvalue() and "******" in out.getvalue()
+
+
+def test_a_bad_database_name_is_a_configuration_problem(tree: Path):
+    (tree / ".env.example").write_text(
+        SCHEMA + "\n# secret: no | required: - | default: chat\nCHAT_DB_NAME=chat\n"
+    )
+    (tree / "environments/local/secrets.env").write_text(f"APP_SECRET={secrets.token_hex(32)}\n")
+    (tree / "environments/local/config.env").write_text(
+        "APP_URL=https://x.test\nCHAT_DB_NAME=chat'; --\n"
+    )
+    assert problems(tree) == {("CHAT_DB_NAME", "not a database name")}
