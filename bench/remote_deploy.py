@@ -41,7 +41,7 @@ from deploysuite.config.layers import load_config
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.deploy import release as rel
-from deploysuite.deploy.remote import release_files
+from deploysuite.deploy.shipment import release_files
 from deploysuite.engines.state import remove_project
 from tests.integration.conftest import Registry, SshHost, free_port
 

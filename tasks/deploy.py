@@ -14,16 +14,14 @@ from deploysuite.core.runner import Command
 from deploysuite.deploy.local import current_env, deploy_local, deploy_paths, smoke_target
 from deploysuite.deploy.remote import (
     RemoteOutcome,
-    connect,
     deploy_remote,
     failure_exit,
-    read_audit,
-    read_releases,
     releases_rows,
     rollback_remote,
     smoke,
 )
 from deploysuite.deploy.smoke import CheckResult, run_smoke
+from deploysuite.deploy.target import connect, read_audit, read_releases
 from deploysuite.engines import state as localstack
 from deploysuite.engines.stack import stack_for
 

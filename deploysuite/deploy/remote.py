@@ -5,8 +5,10 @@
     -> mark current -> audit, prune, post-hook, notify
 
 Any failure before "mark current" (a release that never becomes healthy, a failed migration,
-failed smoke checks, Ctrl-C) converges every service and nginx back to the previous release,
-with the same rolling replacement, and the deploy exits non-zero naming what failed.
+failed smoke checks, Ctrl-C, a dropped SSH connection, any other exception) converges every
+service and nginx back to the previous release, with the same rolling replacement (over a new
+connection when the old one died), and the deploy exits non-zero naming what failed. When the
+rollback fails too, the deploy says so and lists what runs.
 Every remote command goes through the runner bound to the host, so --dry-run prints them all.
 """
 
@@ -15,356 +17,50 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import re
-import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from deploysuite.backup import s3 as s3store
 from deploysuite.backup.dump import backup_before_migrations
-from deploysuite.config.layers import Config, for_service
-from deploysuite.config.service_env import (
-    SERVICE_VARIABLES,
-    render_services_env,
-    service_environment,
-)
 from deploysuite.config.session import Session
 from deploysuite.core import notify
 from deploysuite.core.errors import ChecksFailed, SuiteError
-from deploysuite.core.runner import Command, Runner
-from deploysuite.core.ssh import SshConnection
 from deploysuite.deploy import release as rel
+from deploysuite.deploy.hooks import run_hook, run_post_hook
 from deploysuite.deploy.local import (
     deploy_paths,
-    nginx_settings,
-    prepare_tls,
     require_valid_config,
     smoke_target,
-    uses_local_ca,
 )
-from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info, read_info
+from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
+from deploysuite.deploy.preflight import preflight
 from deploysuite.deploy.rollout import run_migrations, running_report
+from deploysuite.deploy.shipment import build_and_push, pull, release_files, upload_tls
 from deploysuite.deploy.smoke import CheckResult, run_smoke
-from deploysuite.edge.nginx import render_nginx
-from deploysuite.edge.tls import CERT, DHPARAM, KEY
-from deploysuite.engines import hosts
+from deploysuite.deploy.target import (
+    Target,
+    activate_config,
+    audit,
+    check_nginx,
+    connect,
+    mark_current,
+    nginx_running,
+    planning_copy,
+    prune,
+    read_releases,
+    upload,
+    write_manifest,
+)
 from deploysuite.engines import state as localstack
-from deploysuite.engines.compose import ComposeEngine
-from deploysuite.engines.stack import COMPOSE_FILE, SERVICE_IMAGE_VARS, Stack
-from deploysuite.images.build import build_services, git_version, service_bases
-from deploysuite.images.registry import push_all, registry_host
-from deploysuite.images.services import SERVICES
-
-MIN_DOCKER = (20, 10)
-PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
-
-
-@dataclass
-class Target:
-    """One environment's host: its connection, the runner bound to it, its folders."""
-
-    config: Config
-    conn: SshConnection
-    runner: Runner
-    layout: rel.Layout
-    # --dry-run plans against a scratch copy of the new release (removed afterwards)
-    scratch: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def project(self) -> str:
-        return self.config.require("COMPOSE_PROJECT_NAME")
-
-    def stack(self, release_id: str) -> Stack:
-        folder = Path(self.scratch.get(release_id) or self.layout.release(release_id))
-        profiles = tuple(p for p in (self.config.get("COMPOSE_PROFILES") or "").split(",") if p)
-        # compose reads `.env` from the first file's folder: the release's own variables
-        return Stack(self.project, (folder / COMPOSE_FILE, folder / "services.env.yml"), profiles)
-
-    def engine(self, release_id: str) -> ComposeEngine:
-        """Compose on the host's engine, acting on the release's files (its own `.env`)."""
-        return ComposeEngine(self.runner, self.stack(release_id), {}, self.config.env)
-
-    def reconnect_if_lost(self) -> None:
-        """After a dropped connection: a new one, verified the same way, for what must still
-        happen on the host (the rollback, the manifest, the lock, the audit)."""
-        if not self.conn.alive():
-            with self.runner.events.step(f"reconnect to {self.conn.host.name}"):
-                self.conn.reconnect()
-
-
-@contextmanager
-def connect(s: Session) -> Iterator[Target]:
-    with hosts.connect(s.config, s.events, s.runner) as host:
-        yield Target(
-            s.config,
-            host.conn,
-            host.runner,
-            rel.layout(s.config.require("DEPLOY_ROOT"), s.config.env),
-        )
-
 
 # --- preflight ----------------------------------------------------------------------------
-
-
-def parse_version(text: str) -> tuple[int, int]:
-    match = re.match(r"\s*v?(\d+)\.(\d+)", text)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-
-
-def parse_df_free_mb(text: str) -> int:
-    """`df -Pk PATH`: the Available column of the last line, in MiB."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return int(lines[-1].split()[3]) // 1024 if len(lines) >= 2 else 0
-
-
-def free_disk_argv(path: str) -> tuple[str, ...]:
-    """df of the nearest folder that exists on the way to `path` (a first deploy has none)."""
-    script = 'd=$1; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; df -Pk "$d"'
-    return ("sh", "-c", script, "sh", path)
-
-
-def preflight(t: Target) -> list[dict[str, str]]:
-    """Read-only checks of the host; raises ChecksFailed naming every failed one."""
-    rows: list[dict[str, str]] = [{"check": "ssh", "result": "ok", "detail": t.conn.host.target}]
-
-    def query(argv: tuple[str, ...]) -> tuple[bool, str]:
-        result = t.runner.run(Command(argv, mutates=False, timeout=60), check=False)
-        return result.ok, (result.stdout.strip() or result.stderr.strip())
-
-    ok, text = query(("docker", "version", "--format", "{{.Server.Version}}"))
-    good = ok and parse_version(text) >= MIN_DOCKER
-    rows.append(
-        {
-            "check": "docker",
-            "result": "ok" if good else "FAIL",
-            "detail": text if good else f"need engine >= 20.10 reachable by the user: {text}",
-        }
-    )
-    ok, text = query(("docker", "compose", "version", "--short"))
-    good = ok and parse_version(text) >= (2, 20)
-    rows.append(
-        {
-            "check": "compose",
-            "result": "ok" if good else "FAIL",
-            "detail": text if good else f"need Docker Compose v2.20+: {text[:120]}",
-        }
-    )
-    ok, text = query(free_disk_argv(t.layout.root))
-    need = int(t.config.get("DEPLOY_MIN_FREE_MB") or 2048)
-    free = parse_df_free_mb(text) if ok else 0
-    rows.append(
-        {
-            "check": "disk",
-            "result": "ok" if free >= need else "FAIL",
-            "detail": f"{free} MiB free under {t.layout.root} (need {need})",
-        }
-    )
-    held = read_info(t.conn, lock_path(t.config.require("DEPLOY_ROOT"), t.config.env))
-    rows.append(
-        {
-            "check": "lock",
-            "result": "ok" if held is None else "held",
-            "detail": "free" if held is None else held.describe(dt.datetime.now(dt.UTC)),
-        }
-    )
-    failed = [r["check"] for r in rows if r["result"] == "FAIL"]
-    if failed:
-        for row in rows:
-            t.runner.events.info(f"  {row['check']}: {row['result']} ({row['detail']})")
-        raise ChecksFailed(
-            f"preflight of {t.conn.host.name} failed: {', '.join(failed)}",
-            "fix the host (see each check's detail) and deploy again",
-        )
-    return rows
 
 
 # --- the release's files ------------------------------------------------------------------
 
 
-def compose_variables_env(
-    config: Config, compose_text: str, images: Mapping[str, str], layout: rel.Layout
-) -> dict[str, str]:
-    """The release's .env: only what the compose file interpolates (no other secret goes to the
-    host), with the images pinned by digest and the host's folders."""
-    wanted = rel.compose_variables(compose_text)
-    env = {k: v for k, v in config.as_env().items() if k in wanted}
-    for service, ref in images.items():
-        env[SERVICE_IMAGE_VARS[service]] = ref
-    env["NGINX_RENDERED_DIR"] = f"{layout.live}/nginx"
-    env["PROMETHEUS_CONFIG_DIR"] = f"{layout.live}/prometheus"
-    env["TLS_DIR"] = layout.tls
-    return env
-
-
-def release_files(
-    config: Config, images: Mapping[str, str], layout: rel.Layout
-) -> dict[str, bytes]:
-    """Relative path -> bytes of everything the release puts on the host."""
-    compose_text = (config.root / COMPOSE_FILE).read_text(encoding="utf-8")
-    environments = {
-        service: service_environment(for_service(config, service), service)
-        for service in SERVICE_VARIABLES
-    }
-    files = {
-        COMPOSE_FILE: compose_text.encode(),
-        ".env": rel.dotenv(compose_variables_env(config, compose_text, images, layout)).encode(),
-        "services.env.yml": render_services_env(environments).encode(),
-        PROMETHEUS_CONFIG: (config.root / PROMETHEUS_CONFIG).read_bytes(),
-    }
-    for name, text in render_nginx(nginx_settings(config)).items():
-        files[f"nginx/{name}"] = text.encode()
-    return files
-
-
-def upload(runner: Runner, folder: str, files: Mapping[str, bytes]) -> None:
-    dirs = sorted({folder} | {f"{folder}/{Path(name).parent}" for name in files if "/" in name})
-    runner.run(Command(("mkdir", "-p", "-m", "0700", *dirs)))
-    for name, data in sorted(files.items()):
-        mode = 0o600 if Path(name).name in rel.SECRET_FILES else 0o644
-        runner.put(data, f"{folder}/{name}", mode)
-
-
-@contextmanager
-def planning_copy(t: Target, release_id: str, files: Mapping[str, bytes]) -> Iterator[None]:
-    """--dry-run: the release's files in a private temporary folder on the host, so that the
-    plan reads what the deploy would (compose resolves files there); removed afterwards."""
-    if not t.runner.dry_run:
-        yield
-        return
-    real = Runner(t.runner.events, t.runner.masker, dry_run=False, transport=t.conn)
-    folder = real.run(Command(("mktemp", "-d"), mutates=False)).stdout.strip()
-    try:
-        upload(real, folder, files)
-        t.scratch[release_id] = folder
-        t.runner.aliases[folder] = t.layout.release(release_id)
-        yield
-    finally:
-        t.scratch.pop(release_id, None)
-        t.runner.aliases.pop(folder, None)
-        real.run(Command(("rm", "-rf", folder)), check=False)
-
-
-def upload_tls(t: Target) -> str:
-    """local-ca: the suite's certificate for the server names, uploaded when it differs.
-    acme: certbot's files must already be there (inv certs.issue)."""
-    names = (CERT, KEY, DHPARAM)
-    if not uses_local_ca(t.config):
-        script = " && ".join(f"test -s {shlex.quote(t.layout.tls + '/' + n)}" for n in names)
-        argv = ("sh", "-c", script)
-        if not t.runner.run(Command(argv, mutates=False), check=False).ok:
-            raise SuiteError(
-                f"{t.conn.host.name}: no certificate in {t.layout.tls} ({', '.join(names)})",
-                f"inv certs.issue --env={t.config.env}, or TLS_SOURCE=local-ca for a test host",
-            )
-        return "certbot's"
-    local = deploy_paths(t.config).tls_dir
-    state = prepare_tls(Runner(t.runner.events, t.runner.masker, t.runner.dry_run), t.config, local)
-    if t.runner.dry_run and not (local / CERT).exists():
-        t.runner.events.command(f"[{t.conn.host.name}] upload TLS files to {t.layout.tls}", False)
-        return state
-    files = {n: (local / n).read_bytes() for n in names}
-    sums = t.runner.run(
-        Command(("sh", "-c", 'cd "$1" 2>/dev/null && sha256sum -- *', "sh", t.layout.tls),
-                mutates=False), check=False,
-    ).stdout  # fmt: skip
-    remote = {line.split()[-1]: line.split()[0] for line in sums.splitlines() if line.strip()}
-    changed = {n: d for n, d in files.items() if remote.get(n) != rel.sha256(d)}
-    if changed:
-        t.runner.run(Command(("mkdir", "-p", "-m", "0755", t.layout.tls)))
-        for name, data in changed.items():
-            t.runner.put(data, f"{t.layout.tls}/{name}", 0o600 if name == KEY else 0o644)
-    return f"{state}, {'uploaded ' + ', '.join(changed) if changed else 'same on the host'}"
-
-
-def pull(t: Target, images: Mapping[str, str]) -> None:
-    """Registry login on the host (the password on stdin, never in argv), then pull by digest."""
-    config = t.config
-    host = registry_host(config.require("IMAGE_REPOSITORY"))
-    user, password = config.get("REGISTRY_USERNAME"), config.get("REGISTRY_PASSWORD")
-    if host and user and password:
-        t.runner.run(
-            Command(
-                ("docker", "login", "--username", user, "--password-stdin", host),
-                input=password.encode(),
-                timeout=60,
-            ),
-            fix=f"check REGISTRY_USERNAME / REGISTRY_PASSWORD and that the host reaches {host}",
-        )
-    for service, ref in sorted(images.items()):
-        with t.runner.events.step(f"pull {service}"):
-            t.runner.run(
-                Command(("docker", "pull", "--quiet", ref), timeout=600),
-                fix=f"the host could not pull {ref}: check the registry and its credentials",
-            )
-
-
-def activate_config(t: Target, release_id: str) -> None:
-    """Copy the release's nginx and Prometheus configuration into the folders the running
-    containers mount. Files are rewritten in place: nginx.conf is a single-file bind mount."""
-    script = (
-        'set -e; for part in nginx prometheus; do src="$1/$part"; dst="$2/$part"; '
-        'mkdir -p "$dst"; for d in "$dst"/*/; do [ -d "$d" ] && find "$d" -mindepth 1 -delete; '
-        'done; cp -R "$src"/. "$dst"/; chmod -R u=rwX,go=rX "$dst"; done'
-    )
-    t.runner.run(Command(("sh", "-c", script, "sh", t.layout.release(release_id), t.layout.live)))
-
-
-def nginx_running(t: Target) -> bool:
-    argv = ("docker", "inspect", "--format", "{{.State.Running}}", f"{t.project}-nginx-1")
-    result = t.runner.run(Command(argv, mutates=False), check=False)
-    return result.ok and result.stdout.strip() == "true"
-
-
-def check_nginx(t: Target) -> None:
-    argv = ("docker", "exec", f"{t.project}-nginx-1", "nginx", "-t", "-q")
-    t.runner.run(Command(argv), fix="the rendered nginx configuration does not load")
-
-
 # --- releases on the host -----------------------------------------------------------------
-
-
-def read_releases(t: Target) -> tuple[list[dict[str, object]], str | None]:
-    """Every release's manifest and the id `current` points to."""
-    script = (
-        'for m in "$1"/releases/*/manifest.json; do [ -f "$m" ] && cat "$m"; done; '
-        'echo "{\\"current\\": \\"$(readlink "$1/current" | sed "s|.*/||")\\"}"'
-    )
-    out = t.runner.run(Command(("sh", "-c", script, "sh", t.layout.root), mutates=False)).stdout
-    records = rel.parse_lines(out)
-    current = next((str(r["current"]) for r in records if set(r) == {"current"}), "") or None
-    return [r for r in records if "release" in r], current
-
-
-def write_manifest(t: Target, record: Mapping[str, object]) -> None:
-    t.runner.put(rel.encode(record), f"{t.layout.release(str(record['release']))}/manifest.json",
-                 0o644)  # fmt: skip
-
-
-def mark_current(t: Target, release_id: str) -> None:
-    """Atomic: a new symlink renamed over the old one."""
-    tmp = f"{t.layout.current}.tmp"
-    t.runner.run(Command(("ln", "-sfn", f"releases/{release_id}", tmp)))
-    t.runner.run(Command(("mv", "-T", tmp, t.layout.current)))
-
-
-def audit(t: Target, record: Mapping[str, object]) -> None:
-    argv = ("sh", "-c", 'umask 077; cat >> "$1"', "sh", t.layout.audit_log)
-    t.runner.run(Command(argv, input=rel.encode(record)), check=False)
-
-
-def read_audit(t: Target) -> list[dict[str, object]]:
-    argv = ("sh", "-c", 'cat "$1" 2>/dev/null || true', "sh", t.layout.audit_log)
-    return rel.parse_lines(t.runner.run(Command(argv, mutates=False)).stdout)
-
-
-def prune(t: Target, releases: list[dict[str, object]], keep_also: list[str | None]) -> list[str]:
-    keep = int(t.config.get("DEPLOY_KEEP_RELEASES") or 5)
-    gone = rel.to_prune([str(r["release"]) for r in releases], keep, keep_also)
-    if gone:
-        t.runner.run(Command(("rm", "-rf", *(t.layout.release(r) for r in gone))))
-    return gone
 
 
 # --- converging to a release --------------------------------------------------------------
@@ -455,44 +151,6 @@ class RemoteOutcome:
     rollback_error: str | None = None  # the rollback after a failure failed too: left as is
 
 
-def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
-    """Build the service images here, push them, and return the git version and the images
-    pinned by digest (by tag under --dry-run, which pushes nothing)."""
-    config = s.config
-    version = git_version(s.runner, config.root)
-    with s.events.step("service images"):
-        built = build_services(
-            s.runner, config.root, SERVICES, config.require("IMAGE_REPOSITORY"), version,
-            service_bases(config),
-        )  # fmt: skip
-    wanted = [b for b in built if b.service in SERVICE_IMAGE_VARS]
-    user, password = config.get("REGISTRY_USERNAME"), config.get("REGISTRY_PASSWORD")
-    auth = {"username": user, "password": password} if user and password else None
-    pushed = push_all(s.runner, [b.ref for b in wanted], auth)
-    if s.runner.dry_run:
-        return version, {b.service: known_digest(s.runner, b.ref) for b in wanted}
-    by_ref = {p.ref: p.pinned for p in pushed}
-    return version, {b.service: by_ref[b.ref] for b in wanted}
-
-
-def known_digest(runner: Runner, ref: str) -> str:
-    """`repo@sha256:...` when this image was pushed before (what a push would pin again), else
-    the tag: --dry-run pushes nothing, and should still plan like the real deploy."""
-    argv = ("docker", "image", "inspect", "--format", '{{join .RepoDigests "\\n"}}', ref)
-    out = runner.run(Command(argv, mutates=False), check=False).stdout
-    repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
-    return next((d for d in out.split() if d.split("@", 1)[0] == repository), ref)
-
-
-def run_hook(s: Session, name: str, hook: str | None, env: Mapping[str, str]) -> None:
-    """A hook runs on this machine (not on the host), like the deploy's own build."""
-    if not hook:
-        return
-    with s.events.step(f"{name.lower().replace('_', ' ')}: {hook}"):
-        s.runner.run(Command(("sh", "-c", hook), env=env, timeout=600),
-                     fix=f"the {name} command failed: fix it or unset {name}")  # fmt: skip
-
-
 def deploy_remote(
     s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, rolling: bool = True,
     lock_wait: float = 0,
@@ -512,9 +170,10 @@ def deploy_remote(
         lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
         if s.runner.dry_run:
             events.command(f"[{t.conn.host.name}] mkdir {lock} (the deploy lock)", run=False)
+        plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
+        options = RolloutOptions(wait_timeout, run_smoke_checks, rolling)
         with _maybe_lock(t, lock, release_id, lock_wait, dry_run=s.runner.dry_run):
-            outcome = ship(s, t, release_id, version, images, files, info.owner, now,
-                           wait_timeout, run_smoke_checks, rolling, hook_env)  # fmt: skip
+            outcome = ship(s, t, plan, options)
         outcome.preflight = checks
         finish(s, t, outcome, hook_env)
         return outcome
@@ -531,16 +190,37 @@ def _maybe_lock(
         yield
 
 
-def ship(
-    s: Session, t: Target, release_id: str, version: str, images: Mapping[str, str],
-    files: Mapping[str, bytes], owner: str, started: dt.datetime, wait_timeout: int,
-    run_smoke_checks: bool, rolling: bool, hook_env: dict[str, str],
-) -> RemoteOutcome:  # fmt: skip
+@dataclass(frozen=True)
+class ReleasePlan:
+    """One release, worked out before the lock: what it ships and who ships it."""
+
+    release_id: str
+    version: str  # git SHA (-dirty marked)
+    images: Mapping[str, str]  # service -> image pinned by digest
+    files: Mapping[str, bytes]  # relative path -> bytes
+    owner: str
+    started: dt.datetime
+    hook_env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    wait_timeout: int = 300
+    run_smoke_checks: bool = True
+    rolling: bool = True
+
+
+def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> RemoteOutcome:
+    """Under the lock: upload, pull, migrate, roll, smoke, mark current; roll back on any
+    failure after the first change; the release's manifest records how it ended."""
     events, dry = s.events, s.runner.dry_run
+    release_id, images, files = plan.release_id, plan.images, plan.files
+    wait_timeout, rolling = options.wait_timeout, options.rolling
     releases, current = read_releases(t)
     record = rel.manifest(
-        release_id=release_id, env=t.config.env, git_sha=version, images=images, files=files,
-        deployed_by=owner, ci_run_url=ci_run_url(os.environ), previous=current, started=started,
+        release_id=release_id, env=t.config.env, git_sha=plan.version, images=images,
+        files=files, deployed_by=plan.owner, ci_run_url=ci_run_url(os.environ), previous=current,
+        started=plan.started,
     )  # fmt: skip
     live = next((r for r in releases if r.get("release") == current), None)
     if live and live.get("content") == record["content"] and not dry:
@@ -548,7 +228,7 @@ def ship(
         if not state.plan().changes:
             events.info(f"nothing to do: {current} is live with the same images and files")
             return RemoteOutcome(current or release_id, "unchanged", previous=current)
-    run_hook(s, "DEPLOY_PRE_HOOK", s.config.get("DEPLOY_PRE_HOOK"), hook_env)
+    run_hook(s, "DEPLOY_PRE_HOOK", s.config.get("DEPLOY_PRE_HOOK"), plan.hook_env)
     payload = {**files, "manifest.json": rel.encode(record)}
     with planning_copy(t, release_id, payload):
         folder = t.layout.release(release_id)
@@ -563,7 +243,7 @@ def ship(
             record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
             with events.step("roll out"):
                 outcome.changes = converge(t, release_id, wait_timeout, rolling)
-            if run_smoke_checks and not dry:
+            if options.run_smoke_checks and not dry:
                 with events.step("smoke tests through nginx over HTTPS"):
                     outcome.smoke = smoke(t, release_id)
                 failed = [r.check for r in outcome.smoke if not r.ok]
@@ -623,13 +303,6 @@ def finish(
     notify.send(s.config, s.events, s.runner.masker, notify.deploy_text(
         env, outcome.release, outcome.outcome, outcome.previous, detail, sorted(outcome.changes),
     ))  # fmt: skip
-
-
-def run_post_hook(s: Session, env: Mapping[str, str]) -> None:
-    try:
-        run_hook(s, "DEPLOY_POST_HOOK", s.config.get("DEPLOY_POST_HOOK"), env)
-    except SuiteError as exc:
-        s.events.info(f"warning: {exc.what}")
 
 
 # --- rollback -----------------------------------------------------------------------------

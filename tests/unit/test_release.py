@@ -7,12 +7,8 @@ import datetime as dt
 import pytest
 
 from deploysuite.deploy import release as rel
-from deploysuite.deploy.remote import (
-    compose_variables_env,
-    free_disk_argv,
-    parse_df_free_mb,
-    parse_version,
-)
+from deploysuite.deploy.preflight import free_disk_argv, parse_df_free_mb, parse_version
+from deploysuite.deploy.shipment import compose_variables_env
 
 NOW = dt.datetime(2026, 11, 25, 20, 15, 2, tzinfo=dt.UTC)
 
