@@ -10,6 +10,7 @@ from invoke import Collection
 from deploysuite.backup import catalog as bk
 from deploysuite.backup import dump, localcopy, postgres
 from deploysuite.backup import restore as restores
+from deploysuite.backup.context import BackupContext, open_bucket
 from deploysuite.cli import confirm, task
 from deploysuite.config.session import session
 from deploysuite.core.errors import SuiteError
@@ -47,11 +48,11 @@ def backup(
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     names = [] if db == "mongodb" else chosen_databases(s.config, db)
-    store, s3 = dump.open_s3(s)
+    store, s3 = open_bucket(s)
     with postgres.postgres_for(s) as pg:
+        ctx = BackupContext(s, pg, store, s3)
         records = [
-            dump.backup_database(
-                s, pg, store, s3, name, local_dir=Path(local_dir) if local_dir else None,
+            dump.backup_database(ctx, name, local_dir=Path(local_dir) if local_dir else None,
                 verify=dump.verify_object if verify else None,
             )
             for name in names
@@ -60,7 +61,7 @@ def backup(
         if db == "mongodb" and not mongodb:
             raise SuiteError(f"MongoDB does not run in the '{env}' stack", "back up --db all")
         if mongodb:
-            records.append(dump.backup_mongodb(s, pg, store, s3, mongodb))
+            records.append(dump.backup_mongodb(ctx, mongodb))
     if prune:  # only here: every backup above completed and has its manifest
         for name in names:
             gone = dump.prune(s, store, s3, name, int(days), int(keep))
@@ -112,7 +113,7 @@ def list_(c, env="local", db="all", json=False, verbose=False, set_=None, from_=
         found = [m for name in chosen_databases(s.config, db)
                  for m in localcopy.list_backups(folder, env, name)]  # fmt: skip
     else:
-        store, s3 = dump.open_s3(s)
+        store, s3 = open_bucket(s)
         found = [m for name in chosen_databases(s.config, db)
                  for m in dump.list_backups(store, s3, env, name)]  # fmt: skip
     rows = [
@@ -160,7 +161,7 @@ def restore(
         store, s3 = None, None  # S3 may be what is down: a local restore never needs it
         found = localcopy.list_backups(folder, env, name)
     else:
-        store, s3 = dump.open_s3(s)
+        store, s3 = open_bucket(s)
         found = dump.list_backups(store, s3, env, name)
     record = bk.choose(found, day, backup_id or None, name)
 
@@ -170,7 +171,8 @@ def restore(
             confirm(f"replace database {name} on production", name, yes=yes)
 
     with postgres.postgres_for(s) as pg:
-        outcome = restores.restore_database(s, pg, store, s3, name, record, ask,
+        ctx = BackupContext(s, pg, store, s3)
+        outcome = restores.restore_database(ctx, name, record, ask,
                                              local_dir=folder)  # fmt: skip
         if not dry_run:
             restores.drop_old_pre_restore(pg, int(keep_days), dt.datetime.now(dt.UTC))
@@ -192,7 +194,7 @@ def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, k
     now = dt.datetime.now(dt.UTC)
     target = wal.parse_target_time(text, now)
     names = chosen_databases(s.config, db or "all")
-    store, s3 = dump.open_s3(s)
+    store, s3 = open_bucket(s)
 
     def ask(label: str) -> None:
         s.events.info(f"replayed {label}; restoring {', '.join(names)} of '{env}'")
@@ -200,7 +202,8 @@ def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, k
             confirm(f"replace {', '.join(names)} on production", "production", yes=yes)
 
     with postgres.postgres_for(s) as pg:
-        outcomes = pitr.restore_to_time(s, pg, store, s3, target, names, ask)
+        ctx = BackupContext(s, pg, store, s3)
+        outcomes = pitr.restore_to_time(ctx, target, names, ask)
         if not dry_run:
             restores.drop_old_pre_restore(pg, keep_days, now)
     rows = [{"database": o.database, "schema": str(o.schema_version),
@@ -226,7 +229,7 @@ def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, k
 def prune_(c, env="local", db="all", days=30, keep=7, dry_run=False, json=False, set_=None):
     """Apply the retention in S3: older than --days goes, the newest --keep always stay."""
     s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
-    store, s3 = dump.open_s3(s)
+    store, s3 = open_bucket(s)
     rows = []
     for name in chosen_databases(s.config, db):
         for backup_id in dump.prune(s, store, s3, name, int(days), int(keep)):
@@ -255,7 +258,7 @@ def lifecycle_(
     from deploysuite.backup import s3 as s3store
 
     s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
-    store, s3 = dump.open_s3(s)
+    store, s3 = open_bucket(s)
     rules = bk.lifecycle_rules(store.prefix, int(days), int(archive_after) or None, archive_class)
     if dry_run:
         s.events.command(f"[local] s3 put-bucket-lifecycle {store.bucket} {rules}", run=False)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from deploysuite.backup import dump, postgres
+from deploysuite.backup import postgres
+from deploysuite.backup.context import BackupContext, open_bucket
 from deploysuite.backup.drill import drill as run_drill
 from deploysuite.cli import task
 from deploysuite.config.session import session
@@ -24,9 +25,10 @@ def drill(c, env="local", db="all", rto_hours=2.0, rpo_hours=6.0, json=False, ve
           set_=None):  # fmt: skip
     """Restore the newest backups into scratch databases, verify them, measure RTO and RPO."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
-    store, s3 = dump.open_s3(s)
+    store, s3 = open_bucket(s)
     with postgres.postgres_for(s) as pg:
-        results = [run_drill(s, pg, store, s3, name)
+        ctx = BackupContext(s, pg, store, s3)
+        results = [run_drill(ctx, name)
                    for name in chosen_databases(s.config, db)]  # fmt: skip
     rows = [r.row(float(rpo_hours), float(rto_hours)) for r in results]
     s.events.result(

@@ -35,6 +35,7 @@ from typing import Any
 from deploysuite.backup import catalog as bk
 from deploysuite.backup import dump, pitr, postgres, wal
 from deploysuite.backup import s3 as s3store
+from deploysuite.backup.context import BackupContext, open_bucket
 from deploysuite.config.layers import Config, load_config
 from deploysuite.config.session import Session
 from deploysuite.core import notify
@@ -122,8 +123,9 @@ class Agent:
     def __init__(self, s: Session, settings: AgentSettings) -> None:
         self.s = s
         self.settings = settings
-        self.store, self.s3 = dump.open_s3(s)
+        self.store, self.s3 = open_bucket(s)
         self.pg = postgres.Postgres(s, s.runner, None, s.config.require("POSTGRES_USER"))
+        self.ctx = BackupContext(s, self.pg, self.store, self.s3)
         self.status = read_status(settings.state_dir)
         self.system_id: str | None = None
 
@@ -195,9 +197,7 @@ class Agent:
         """Every database dumped and read back; retention only once all of them verified."""
         records = []
         for db in postgres.databases(self.s.config):
-            record = dump.backup_database(
-                self.s, self.pg, self.store, self.s3, db, verify=dump.verify_object
-            )
+            record = dump.backup_database(self.ctx, db, verify=dump.verify_object)
             records.append(record)
         self.status["newest_verified"] = min(str(r["finished"]) for r in records)
         for db in postgres.databases(self.s.config):
@@ -243,8 +243,7 @@ class Agent:
         data_key, manifest_key = wal.base_keys(self.store.prefix, self.settings.env, backup_id)
         producer = ("pg_basebackup", "-U", self.pg.user, "-D", "-", "-Ft", "-X", "none",
                     "-c", "fast", "--no-manifest")  # fmt: skip
-        uploaded = dump.stream_to_s3(
-            self.s, self.pg, self.store, self.s3, producer, data_key, "base backup",
+        uploaded = dump.stream_to_s3(self.ctx, producer, data_key, "base backup",
             tool="pg_basebackup",
         )  # fmt: skip
         end = self.pg.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")

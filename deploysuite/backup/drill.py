@@ -8,14 +8,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from deploysuite.backup import catalog as bk
-from deploysuite.backup import s3 as s3store
+from deploysuite.backup.context import BackupContext
 from deploysuite.backup.dump import list_backups
-from deploysuite.backup.postgres import Postgres, ident
+from deploysuite.backup.postgres import ident
 from deploysuite.backup.restore import fetch_verified, restore_into
-from deploysuite.config.session import Session
 
 
 @dataclass
@@ -37,9 +35,10 @@ class DrillResult:
         }  # fmt: skip
 
 
-def drill(s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, db: str) -> DrillResult:
+def drill(ctx: BackupContext, db: str) -> DrillResult:
     """The newest backup of `db` restored into a scratch database, verified, dropped: the
     measured time is the RTO of that database, the backup's age its current RPO."""
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     record = bk.choose(list_backups(store, s3, s.config.env, db), None, None, db)
     age = (dt.datetime.now(dt.UTC) - bk.finished_at(record)).total_seconds() / 3600
     started = time.monotonic()

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from deploysuite.backup import catalog as bk
-from deploysuite.backup import localcopy
+from deploysuite.backup import localcopy, transfer
 from deploysuite.backup import s3 as s3store
+from deploysuite.backup.context import BackupContext, open_context
 from deploysuite.backup.postgres import SCHEMA_SQL, Postgres, databases, literal
 from deploysuite.config.session import Session
 from deploysuite.core import streams
@@ -30,21 +31,19 @@ ZSTD_LEVEL = "3"
 
 
 def stream_to_s3(
-    s: Session,
-    pg: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
+    ctx: BackupContext,
     producer: tuple[str, ...],
     key: str,
     label: str,
     expected: int | None = None,
     copy_to: Path | None = None,
     tool: str = "pg_dump",
-) -> s3store.Uploaded:
+) -> transfer.Uploaded:
     """producer (in the server's container, on its host) | zstd (here) -> S3. A producer that
     fails anywhere fails the upload before it completes (the multipart upload is aborted): a
     dead pg_dump never yields an object. With `copy_to`, the same bytes also go to that local
     file, which is removed again when the upload fails."""
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     dump = pg.start(producer)
     dump.close_stdin()
     zstd, pump = streams.feeding(("zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"), dump)
@@ -71,9 +70,9 @@ def stream_to_s3(
 
     uploaded = None
     try:
-        uploaded = s3store.upload_stream(
+        uploaded = transfer.upload_stream(
             s3, store.bucket, key, reader,
-            part_size=s3store.part_size(expected, store.part_size_mb * s3store.MiB),
+            part_size=transfer.part_size(expected, store.part_size_mb * s3store.MiB),
             sse=store.sse, metadata={"producer": producer[-1][:60]}, on_progress=progress,
             before_complete=producers_ok,
         )  # fmt: skip
@@ -86,10 +85,7 @@ def stream_to_s3(
 
 
 def backup_database(
-    s: Session,
-    pg: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
+    ctx: BackupContext,
     db: str,
     kind: str = "scheduled",
     verify: Callable[[Any, str, dict[str, object]], None] | None = None,
@@ -98,6 +94,7 @@ def backup_database(
     """One database dumped into S3, its manifest last. With `verify`, the stored object is read
     back and checked before the manifest is written (it then says "verified": true). With
     `local_dir`, a local copy of the same bytes is kept there too (localcopy)."""
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     started = dt.datetime.now(dt.UTC)
     if not s.runner.dry_run:
         # A backup killed with -9 cannot abort its upload; the next backup of the database
@@ -119,14 +116,12 @@ def backup_database(
                          run=False)  # fmt: skip
         return {"backup_id": backup_id, "database": db, "dry_run": True}
     with s.events.step(f"back up {db} ({bk.human_bytes(size)} in the server)"):
-        data = stream_to_s3(
-            s, pg, store, s3, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
+        data = stream_to_s3(ctx, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
             keys.data, db, expected=size,
             copy_to=localcopy.data_path(local_dir, s.config.env, db, backup_id) if local_dir
             else None,
         )  # fmt: skip
-        roles = stream_to_s3(
-            s, pg, store, s3, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
+        roles = stream_to_s3(ctx, pg.exec_argv("pg_dumpall", "--globals-only", "-U", pg.user),
             keys.globals, f"{db} globals", tool="pg_dumpall",
         )  # fmt: skip
     record = bk.manifest(
@@ -148,14 +143,14 @@ def backup_database(
     return record
 
 
-def verify_object(s3: Any, bucket: str, record: Mapping[str, object]) -> None:
+def verify_object(s3: s3store.S3Client, bucket: str, record: Mapping[str, object]) -> None:
     """Read the stored object back from S3: its size and SHA-256 must be the manifest's."""
 
     class Discard:
         def write(self, data: bytes) -> int:
             return len(data)
 
-    size, digest = s3store.download_stream(s3, bucket, str(record["object"]), Discard())
+    size, digest = transfer.download_stream(s3, bucket, str(record["object"]), Discard())
     if size != record["size"] or digest != record["sha256"]:
         raise bk.BackupError(
             f"backup {record['backup_id']} read back from S3 does not match what was uploaded "
@@ -173,11 +168,10 @@ def mongodb_container(s: Session, pg: Postgres) -> str | None:
     return name if found else None
 
 
-def backup_mongodb(
-    s: Session, pg: Postgres, store: s3store.S3Settings, s3: Any, container: str
-) -> dict[str, object]:
+def backup_mongodb(ctx: BackupContext, container: str) -> dict[str, object]:
     """mongodump --archive (in its container) | zstd | SHA-256 -> S3, the manifest last; a
     mongodump that fails anywhere aborts the upload, as pg_dump's does."""
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     started = dt.datetime.now(dt.UTC)
     backup_id = bk.new_backup_id(started, "mongodb")
     data_key, manifest_key = bk.mongodb_keys(store.prefix, s.config.env, backup_id)
@@ -186,7 +180,7 @@ def backup_mongodb(
                          run=False)  # fmt: skip
         return {"backup_id": backup_id, "database": "mongodb", "dry_run": True}
     with s.events.step("back up MongoDB (mongodump --archive)"):
-        data = stream_to_s3(s, pg, store, s3, bk.mongodump_argv(container), data_key, "mongodb",
+        data = stream_to_s3(ctx, bk.mongodump_argv(container), data_key, "mongodb",
                             tool="mongodump")  # fmt: skip
     record: dict[str, object] = {
         "backup_id": backup_id, "env": s.config.env, "database": "mongodb", "kind": "scheduled",
@@ -199,7 +193,9 @@ def backup_mongodb(
     return record
 
 
-def list_backups(store: s3store.S3Settings, s3: Any, env: str, db: str) -> list[dict[str, object]]:
+def list_backups(
+    store: s3store.S3Settings, s3: s3store.S3Client, env: str, db: str
+) -> list[dict[str, object]]:
     """Every complete backup of `db` (those with a manifest), newest first."""
     prefix = bk.database_prefix(store.prefix, env, db)
     found = []
@@ -248,15 +244,8 @@ def local_safety_backup(s: Session, pg: Postgres, db: str, local_dir: Path) -> d
     return localcopy.write_manifest(path, record)
 
 
-def open_s3(s: Session) -> tuple[s3store.S3Settings, Any]:
-    store = s3store.settings(s.config)
-    if store.secret_access_key:
-        s.runner.masker.add(store.secret_access_key)
-    return store, s3store.client(store)
-
-
 def prune(
-    s: Session, store: s3store.S3Settings, s3: Any, db: str, days: int, keep: int
+    s: Session, store: s3store.S3Settings, s3: s3store.S3Client, db: str, days: int, keep: int
 ) -> list[str]:
     """Backups of `db` older than `days`, beyond the newest `keep`; only under the prefix."""
     found = list_backups(store, s3, s.config.env, db)
@@ -281,12 +270,12 @@ def backup_before_migrations(s: Session, project: str, services: Sequence[str]) 
         return []
     owners = {service: db for db, service in databases(config).items()}
     pg = Postgres(s, s.runner, f"{project}-postgres-1", config.require("POSTGRES_USER"))
-    store, s3 = open_s3(s)
+    ctx = open_context(s, pg)
     made = []
     for service in services:
         db = owners.get(service)
         if db is None or (not s.runner.dry_run and not pg.exists(db)):
             continue
-        record = backup_database(s, pg, store, s3, db, kind="pre-migration")
+        record = backup_database(ctx, db, kind="pre-migration")
         made.append(str(record["backup_id"]))
     return made

@@ -18,12 +18,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from deploysuite.backup import catalog as bk
 from deploysuite.backup import dump, postgres, wal
 from deploysuite.backup import restore as restores
 from deploysuite.backup import s3 as s3store
+from deploysuite.backup.context import BackupContext
 from deploysuite.backup.postgres import Postgres
 from deploysuite.backup.restore import RestoreOutcome
 from deploysuite.config.session import Session
@@ -48,7 +48,9 @@ def start_argv(name: str, target: dt.datetime) -> tuple[str, ...]:
             "start")  # fmt: skip
 
 
-def list_bases(store: s3store.S3Settings, s3: Any, env: str) -> list[dict[str, object]]:
+def list_bases(
+    store: s3store.S3Settings, s3: s3store.S3Client, env: str
+) -> list[dict[str, object]]:
     folder = wal.base_folder(store.prefix, env)
     return [s3store.get_json(s3, store.bucket, item.key)
             for item in s3store.list_keys(s3, store.bucket, folder)
@@ -56,7 +58,7 @@ def list_bases(store: s3store.S3Settings, s3: Any, env: str) -> list[dict[str, o
 
 
 def archived_wal(
-    store: s3store.S3Settings, s3: Any, env: str, system_id: str
+    store: s3store.S3Settings, s3: s3store.S3Client, env: str, system_id: str
 ) -> list[wal.ArchivedWal]:
     folder = wal.wal_folder(store.prefix, env, system_id)
     return [wal.ArchivedWal(item.key[len(folder):].removesuffix(".zst"), item.last_modified)
@@ -64,7 +66,12 @@ def archived_wal(
 
 
 def fetch_wal(
-    store: s3store.S3Settings, s3: Any, env: str, system_id: str, names: Sequence[str], folder: Path
+    store: s3store.S3Settings,
+    s3: s3store.S3Client,
+    env: str,
+    system_id: str,
+    names: Sequence[str],
+    folder: Path,
 ) -> None:
     """Each WAL file downloaded, its SHA-256 checked against the one recorded when it was
     shipped, and decompressed into `folder`."""
@@ -120,15 +127,13 @@ def wait_promoted(scratch: Postgres, timeout: float) -> None:
 
 
 def restore_to_time(
-    s: Session,
-    pg: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
+    ctx: BackupContext,
     target: dt.datetime,
     databases: Sequence[str],
     confirm: Callable[[str], None],
     timeout: float = 1800,
 ) -> list[RestoreOutcome]:
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     env = s.config.env
     base = wal.choose_base(list_bases(store, s3, env), target)
     system_id = str(base["system_id"])
@@ -170,30 +175,23 @@ def restore_to_time(
                 wait_promoted(scratch, timeout)
             confirm(label)
             for db in databases:
-                outcomes.append(take_database(s, pg, scratch, store, s3, db, target, folder))
+                outcomes.append(take_database(ctx, scratch, db, target, folder))
         finally:
             pg.runner.run(Command(("docker", "rm", "-f", "-v", scratch_name)), check=False)
     return outcomes
 
 
 def take_database(
-    s: Session,
-    pg: Postgres,
-    scratch: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
-    db: str,
-    target: dt.datetime,
-    folder: Path,
+    ctx: BackupContext, scratch: Postgres, db: str, target: dt.datetime, folder: Path
 ) -> RestoreOutcome:
     """`db` as the replay left it, dumped from the scratch server and restored into the live one
     by the dump path (safety backup first, then aside, swap, restart)."""
     started = time.monotonic()
     path = folder / f"{db}.dump.zst"
-    with s.events.step(f"take {db} from the replayed server"):
-        dump.dump_to_file(s, scratch, db, path)
+    with ctx.s.events.step(f"take {db} from the replayed server"):
+        dump.dump_to_file(ctx.s, scratch, db, path)
         schema = int(scratch.sql(postgres.SCHEMA_SQL, db) or 0)
     record: Mapping[str, object] = {
         "backup_id": f"pitr-{target:%Y%m%dT%H%M%SZ}", "database": db, "schema_version": schema,
     }  # fmt: skip
-    return restores.apply_restore(s, pg, store, s3, db, path, record, 120, started)
+    return restores.apply_restore(ctx, db, path, record, 120, started)

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from deploysuite.backup import catalog as bk
-from deploysuite.backup import localcopy
+from deploysuite.backup import localcopy, transfer
 from deploysuite.backup import s3 as s3store
+from deploysuite.backup.context import BackupContext
 from deploysuite.backup.dump import backup_database, local_safety_backup
 from deploysuite.backup.postgres import (
     IDENTIFIER_RE,
@@ -34,13 +34,17 @@ from deploysuite.engines.rolling import wait_healthy
 
 
 def fetch_verified(
-    s: Session, store: s3store.S3Settings, s3: Any, record: Mapping[str, object], folder: Path
+    s: Session,
+    store: s3store.S3Settings,
+    s3: s3store.S3Client,
+    record: Mapping[str, object],
+    folder: Path,
 ) -> Path:
     """The backup's object in a private local file, its size and SHA-256 checked, then read in
     full by pg_restore (`pg_restore -l` passes truncated archives; a full read does not)."""
     path = folder / "backup.dump.zst"
     with path.open("wb") as handle:
-        size, digest = s3store.download_stream(s3, store.bucket, str(record["object"]), handle)
+        size, digest = transfer.download_stream(s3, store.bucket, str(record["object"]), handle)
     name = record["backup_id"]
     if size != record["size"]:
         raise bk.BackupError(
@@ -123,10 +127,7 @@ class RestoreOutcome:
 
 
 def restore_database(
-    s: Session,
-    pg: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
+    ctx: BackupContext,
     db: str,
     record: Mapping[str, object],
     confirm: Callable[[str], None],
@@ -135,6 +136,7 @@ def restore_database(
 ) -> RestoreOutcome:
     """`record` restored into `db`; from its local copy (and with a local safety backup) when
     `local_dir` is given, else from S3."""
+    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     started = time.monotonic()
     name = str(record["backup_id"])
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
@@ -149,14 +151,11 @@ def restore_database(
         if s.runner.dry_run:
             s.events.command(f"[local] restore {name} into {db} (safety backup first)", run=False)
             return RestoreOutcome(db, record, "", "", {}, 0, 0.0)
-        return apply_restore(s, pg, store, s3, db, path, record, wait_timeout, started, local_dir)
+        return apply_restore(ctx, db, path, record, wait_timeout, started, local_dir)
 
 
 def apply_restore(
-    s: Session,
-    pg: Postgres,
-    store: s3store.S3Settings,
-    s3: Any,
+    ctx: BackupContext,
     db: str,
     path: Path,
     record: Mapping[str, object],
@@ -167,11 +166,12 @@ def apply_restore(
     """A verified local dump (zstd) put in place of `db`: safety backup (into S3, or into
     `local_dir` for a restore from a local copy), restore into a new database and check it, swap
     the names in one transaction, restart the owner."""
+    s, pg = ctx.s, ctx.pg
     with s.events.step(f"safety backup of {db} as it is now"):
         if local_dir is not None:
             safety = local_safety_backup(s, pg, db, local_dir)
         else:
-            safety = backup_database(s, pg, store, s3, db, kind="pre-restore")
+            safety = backup_database(ctx, db, kind="pre-restore")
     restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
     with s.events.step(f"restore into a new database {restored}"):
         schema, counts = restore_into(s, pg, path, record, restored)

@@ -7,11 +7,8 @@ botocore error leaves this module as one S3Error line that never holds a credent
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,13 +17,8 @@ from typing import Any, Literal, NamedTuple, Protocol, cast
 from deploysuite.config.layers import Config
 from deploysuite.core.errors import ConfigError, S3Error
 
-IN_FLIGHT = 2  # parts uploading while the next one is read
 MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts, except the last
-S3_MAX_PART = 5 * 1024 * MiB
-S3_MAX_PARTS = 10_000
-PART_BUDGET = 9_000  # parts planned for twice the expected size: a margin under S3_MAX_PARTS
-READ_CHUNK = MiB
 DELETE_BATCH = 1_000  # DeleteObjects takes at most this many keys
 
 Sse = Literal["AES256", "aws:kms", "none"]
@@ -37,16 +29,21 @@ CREDENTIAL_CODES = frozenset(
 )  # fmt: skip
 MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
-# boto3's S3 client has no usable static type here; everything it returns is a plain dict.
-S3Client = Any
 
+class S3Client(Protocol):
+    """The S3 API calls the suite makes; boto3's client has them (keyword arguments only, plain
+    dicts back), and so does anything a test puts in its place."""
 
-class Reader(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class Writer(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]: ...
+    def upload_part(self, **kwargs: Any) -> dict[str, Any]: ...
+    def complete_multipart_upload(self, **kwargs: Any) -> dict[str, Any]: ...
+    def abort_multipart_upload(self, **kwargs: Any) -> dict[str, Any]: ...
+    def get_object(self, **kwargs: Any) -> dict[str, Any]: ...
+    def put_object(self, **kwargs: Any) -> dict[str, Any]: ...
+    def delete_objects(self, **kwargs: Any) -> dict[str, Any]: ...
+    def get_paginator(self, operation_name: str) -> Any: ...
+    def get_bucket_lifecycle_configuration(self, **kwargs: Any) -> dict[str, Any]: ...
+    def put_bucket_lifecycle_configuration(self, **kwargs: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -68,14 +65,6 @@ class S3Settings:
     def folder(self) -> str:
         """The prefix as a folder ("mysaaschat/"), for listings that must not match siblings."""
         return self.prefix + "/"
-
-
-@dataclass(frozen=True)
-class Uploaded:
-    size: int
-    sha256: str
-    parts: int
-    seconds: float
 
 
 class ObjectInfo(NamedTuple):
@@ -162,15 +151,6 @@ def client(s: S3Settings) -> S3Client:
     )
 
 
-def part_size(expected_bytes: int | None, minimum: int) -> int:
-    """Bytes per part: at least `minimum` and S3's 5 MiB, grown so that twice `expected_bytes`
-    fits in PART_BUDGET parts, rounded up to a MiB, at most S3's 5 GiB."""
-    size = max(minimum, S3_MIN_PART)
-    if expected_bytes:
-        size = max(size, -(-2 * expected_bytes // PART_BUDGET))
-    return min(-(-size // MiB) * MiB, S3_MAX_PART)
-
-
 def s3_error(
     code: str, operation: str, message: str, bucket: str, key: str | None, endpoint: str
 ) -> S3Error:
@@ -224,129 +204,6 @@ def translated(s3: S3Client, bucket: str, key: str | None = None) -> Iterator[No
         ) from None
     except BotoCoreError as exc:
         raise S3Error(f"S3 request to {endpoint} failed: {exc}") from None
-
-
-def fill(reader: Reader, buffer: bytearray) -> int:
-    """Read into `buffer` until it is full or the stream ends; the bytes read."""
-    filled = 0
-    while filled < len(buffer):
-        chunk = reader.read(min(READ_CHUNK, len(buffer) - filled))
-        if not chunk:
-            break
-        buffer[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    return filled
-
-
-def upload_stream(
-    s3: S3Client,
-    bucket: str,
-    key: str,
-    reader: Reader,
-    *,
-    part_size: int,
-    sse: Sse,
-    metadata: Mapping[str, str],
-    on_progress: Callable[[int], None] | None = None,
-    before_complete: Callable[[], None] | None = None,
-) -> Uploaded:
-    """Stream `reader` to s3://bucket/key as a multipart upload.
-
-    Reading and uploading overlap: while up to IN_FLIGHT parts travel to S3 (each in its own
-    thread), the next part is read, so the producer rarely waits on the network. Memory stays
-    bounded by IN_FLIGHT + 1 parts, whatever the stream's size.
-
-    Any exception, KeyboardInterrupt and the reader's own included, aborts the upload and is
-    raised again: no object and no incomplete upload remain. An empty stream is an error.
-    before_complete() runs after the last part and before the object is completed: the place
-    to check that whatever wrote the stream exited cleanly (a raise aborts the upload).
-    """
-    started = time.monotonic()
-    digest = hashlib.sha256()
-    buffer = bytearray(part_size)
-    filled = fill(reader, buffer)
-    if filled == 0:
-        raise S3Error(
-            f"nothing to upload to s3://{bucket}/{key}: the stream was empty",
-            "check the command that writes it (a dump is never empty)",
-        )
-    create: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": dict(metadata)}
-    if sse != "none":
-        create["ServerSideEncryption"] = sse
-    with translated(s3, bucket, key):
-        upload_id = s3.create_multipart_upload(**create)["UploadId"]
-        pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
-        try:
-            futures: list[Future[Any]] = []
-            size = 0
-            while filled:
-                if len(futures) == S3_MAX_PARTS:
-                    raise S3Error(
-                        f"s3://{bucket}/{key}: the stream needs more than {S3_MAX_PARTS} parts "
-                        f"of {part_size // MiB} MiB",
-                        "raise S3_PART_SIZE_MB",
-                    )
-                in_flight = [f for f in futures if not f.done()]
-                if len(in_flight) >= IN_FLIGHT:  # a free slot first: then copy the part
-                    wait(in_flight, return_when=FIRST_COMPLETED)
-                for done in (f for f in futures if f.done()):
-                    done.result()  # a failed part fails the upload now, not at the end
-                part = bytes(memoryview(buffer)[:filled])  # one copy, not two
-                digest.update(part)
-                futures.append(pool.submit(
-                    s3.upload_part, Bucket=bucket, Key=key, UploadId=upload_id,
-                    PartNumber=len(futures) + 1, Body=part,
-                ))  # fmt: skip
-                del part
-                size += filled
-                if on_progress is not None:
-                    on_progress(size)
-                filled = fill(reader, buffer) if filled == part_size else 0
-            parts = [
-                {"ETag": f.result()["ETag"], "PartNumber": number}
-                for number, f in enumerate(futures, start=1)
-            ]
-            if before_complete is not None:  # the producer's last word: it may still fail
-                before_complete()
-            s3.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException as exc:
-            pool.shutdown(wait=True, cancel_futures=True)
-            abort_upload(s3, bucket, key, upload_id, exc)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-    return Uploaded(size, digest.hexdigest(), len(parts), time.monotonic() - started)
-
-
-def abort_upload(s3: S3Client, bucket: str, key: str, upload_id: str, cause: BaseException) -> None:
-    """Abort a multipart upload after `cause`; if that fails too, say so on `cause`."""
-    try:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except Exception as exc:  # the original error matters more; keep it, note this one
-        cause.add_note(
-            f"the incomplete upload of s3://{bucket}/{key} could not be aborted "
-            f"({type(exc).__name__}); abort_incomplete() removes it later"
-        )
-
-
-def download_stream(
-    s3: S3Client, bucket: str, key: str, writer: Writer, chunk: int = MiB
-) -> tuple[int, str]:
-    """Stream s3://bucket/key into `writer`; its size and SHA-256 (hex)."""
-    digest = hashlib.sha256()
-    size = 0
-    with translated(s3, bucket, key):
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        try:
-            for data in body.iter_chunks(chunk):
-                writer.write(data)
-                digest.update(data)
-                size += len(data)
-        finally:
-            body.close()
-    return size, digest.hexdigest()
 
 
 def put_bytes(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from deploysuite.config.service_env import SERVICE_VARIABLES
 from deploysuite.core import commands
+from deploysuite.core.errors import SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Command, Runner
 from deploysuite.edge.nginx import nginx_reload_argv
@@ -19,6 +20,12 @@ from deploysuite.engines.rolling import ROLLING_SERVICES, roll
 from deploysuite.engines.stack import Stack
 
 RELOAD_SETTLE_SECONDS = 2.0
+
+
+class MigrationFailed(SuiteError):
+    """A service's migrations exited non-zero; nothing of the release takes traffic."""
+
+    exit_code = 5
 
 
 @dataclass
@@ -75,10 +82,15 @@ class ComposeEngine:
             stack.project, stack.files, "run", "--rm", "--no-deps", "-T", service, "migrate",
             profiles=stack.profiles,
         )  # fmt: skip
-        result = self.runner.run(
-            Command(argv, env=self.env, timeout=300),
-            fix=f"inv logs --service postgres; migrations are in services/{service}/migrations",
-        )
+        result = self.runner.run(Command(argv, env=self.env, timeout=300), check=False)
+        if not result.ok:
+            # the migrate command logs JSON lines on stdout: its last one says what failed
+            detail = result.stderr.strip().splitlines()[-1:] or [migration_summary(result.stdout)]
+            raise MigrationFailed(
+                f"[{self.runner.host}] {service}: migrations failed (exit {result.returncode}): "
+                f"{detail[0][:300]}",
+                f"inv logs --service postgres; migrations are in services/{service}/migrations",
+            )
         return migration_summary(result.stdout)
 
     def switch(self) -> None:

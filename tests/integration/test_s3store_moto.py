@@ -12,16 +12,18 @@ from pathlib import Path
 import pytest
 
 from deploysuite.backup.s3 import (
-    IN_FLIGHT,
     MiB,
     abort_incomplete,
     client,
     delete_keys,
-    download_stream,
     get_json,
     incomplete_uploads,
     list_keys,
     put_json,
+)
+from deploysuite.backup.transfer import (
+    IN_FLIGHT,
+    download_stream,
     upload_stream,
 )
 from deploysuite.core.errors import S3Error

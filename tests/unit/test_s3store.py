@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 
 from deploysuite.backup.s3 import (
-    PART_BUDGET,
-    S3_MAX_PART,
-    S3_MAX_PARTS,
     MiB,
     client_options,
-    fill,
-    part_size,
     require_folder,
     s3_error,
     settings,
+)
+from deploysuite.backup.transfer import (
+    PART_BUDGET,
+    S3_MAX_PART,
+    S3_MAX_PARTS,
+    fill,
+    part_size,
     upload_stream,
 )
 from deploysuite.config.layers import load_config
