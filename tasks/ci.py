@@ -12,6 +12,7 @@ from invoke import Collection
 
 from deploysuite.ci import checks as ci
 from deploysuite.ci import gates as cigates
+from deploysuite.ci import summaries
 from deploysuite.cli import task
 from deploysuite.config.session import session
 from deploysuite.core import notify
@@ -135,7 +136,7 @@ def summary(c, from_="deploy.json", out=""):
     """Render a deploy's --json result as markdown for the CI run's summary page."""
     source = Path(from_)
     text = source.read_text(encoding="utf-8") if source.is_file() else ""
-    markdown = ci.deploy_summary_markdown(ci.parse_json_document(text), from_)
+    markdown = summaries.deploy_summary_markdown(summaries.parse_json_document(text), from_)
     if not out:
         print(markdown, end="")
         return
@@ -156,12 +157,12 @@ def notify_(c, env="local", needs="{}", workflow="pipeline", ref="", set_=None):
     """Post the pipeline's outcome to the NOTIFY_WEBHOOK_URL webhook (Slack-compatible)."""
     s = session(env, overrides=set_ or [])
     try:
-        results = ci.job_results(jsonlib.loads(needs))
+        results = summaries.job_results(jsonlib.loads(needs))
     except (jsonlib.JSONDecodeError, AttributeError):
         raise ConfigError(
             "--needs is not a JSON object of job results", "pass toJSON(needs)"
         ) from None
-    text = ci.pipeline_text(workflow, ref or "?", ci_run_url(os.environ), results)
+    text = summaries.pipeline_text(workflow, ref or "?", ci_run_url(os.environ), results)
     if not s.config.get("NOTIFY_WEBHOOK_URL"):
         s.events.info("NOTIFY_WEBHOOK_URL is not set: nothing sent")
         return
@@ -182,7 +183,7 @@ def ssh_key(c, path, variable="DEPLOY_SSH_PRIVATE_KEY"):
     if not value:
         raise ConfigError(f"{variable} is empty", f"set the {variable} secret of the environment")
     try:
-        text = ci.private_key_text(value)
+        text = summaries.private_key_text(value)
     except ValueError as exc:
         raise ConfigError(f"{variable}: {exc}", "store the whole private key file") from None
     write_private(Path(path).expanduser(), text)

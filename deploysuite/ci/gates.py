@@ -21,6 +21,7 @@ import yaml
 
 from deploysuite import PROJECT_ROOT
 from deploysuite.ci import checks as ci
+from deploysuite.ci import imagescan
 from deploysuite.config.layers import known_environments, load_config
 from deploysuite.config.service_env import SERVICE_VARIABLES, render_services_env
 from deploysuite.core.errors import SuiteError
@@ -281,19 +282,19 @@ def audit_source_reachable(url: str, timeout: float = AUDIT_PROBE_TIMEOUT) -> bo
 
 def image_facts(runner: Runner, ref: str, known: Sequence[str]) -> list[ci.CheckResult]:
     """Checks read from the image's metadata: its user, its environment, its build history."""
-    inspect = _run(runner, ci.image_inspect_argv(ref))
+    inspect = _run(runner, imagescan.image_inspect_argv(ref))
     if not inspect.ok:
         return [ci.CheckResult("image", "failed", f"not on this engine: {tail(inspect)}")]
-    data = ci.parse_image_inspect(inspect.stdout)
-    user = ci.image_user(data)
+    data = imagescan.parse_image_inspect(inspect.stdout)
+    user = imagescan.image_user(data)
     user_row = (
         ci.CheckResult("non-root user", "failed", f"runs as root (USER {user or 'not set'})")
-        if ci.runs_as_root(user)
+        if imagescan.runs_as_root(user)
         else ci.CheckResult("non-root user", "passed", f"USER {user}")
     )
-    history = _run(runner, ci.image_history_argv(ref))
-    found = ci.env_findings(ci.image_env(data), known)
-    found += ci.history_findings(history.stdout, known) if history.ok else []
+    history = _run(runner, imagescan.image_history_argv(ref))
+    found = imagescan.env_findings(imagescan.image_env(data), known)
+    found += imagescan.history_findings(history.stdout, known) if history.ok else []
     meta_row = (
         ci.CheckResult("secrets in env/history", "failed", ci.first_lines(found))
         if found
@@ -302,9 +303,9 @@ def image_facts(runner: Runner, ref: str, known: Sequence[str]) -> list[ci.Check
     return [user_row, meta_row]
 
 
-def layer_results(scan: ci.ImageScan) -> list[ci.CheckResult]:
+def layer_results(scan: imagescan.ImageScan) -> list[ci.CheckResult]:
     rows = []
-    real, tolerated_keys = ci.split_public_test_keys(scan.secrets)
+    real, tolerated_keys = imagescan.split_public_test_keys(scan.secrets)
     if real:
         rows.append(ci.CheckResult("secrets in layers", "failed", ci.first_lines(real)))
     else:
@@ -318,7 +319,7 @@ def layer_results(scan: ci.ImageScan) -> list[ci.CheckResult]:
                 + ci.first_lines(tolerated_keys, limit=1),
             )
         )
-    forbidden, tolerated = ci.forbidden_tools(scan.files)
+    forbidden, tolerated = imagescan.forbidden_tools(scan.files)
     if forbidden:
         rows.append(ci.CheckResult("no installer/compiler", "failed", ci.first_lines(forbidden)))
     else:
@@ -338,22 +339,22 @@ def layer_results(scan: ci.ImageScan) -> list[ci.CheckResult]:
 
 
 def audit_results(
-    runner: Runner, scan: ci.ImageScan, reachable: bool, audit_url: str, service: str
+    runner: Runner, scan: imagescan.ImageScan, reachable: bool, audit_url: str, service: str
 ) -> ci.CheckResult:
     name = "python vulnerabilities"
     if not reachable:
         return ci.CheckResult(
             name, "skipped", f"skipped: no vulnerability database reachable ({audit_url})"
         )
-    dists = ci.installed_distributions(scan.files)
+    dists = imagescan.installed_distributions(scan.files)
     if not dists:
         return ci.CheckResult(name, "skipped", "no Python distributions found in the image")
     with tempfile.TemporaryDirectory(prefix="ci-audit-") as scratch:
         requirements = Path(scratch) / "requirements.txt"
-        requirements.write_text(ci.requirements_text(dists))
-        result = _run(runner, ci.pip_audit_argv(requirements, service), timeout=600)
+        requirements.write_text(imagescan.requirements_text(dists))
+        result = _run(runner, imagescan.pip_audit_argv(requirements, service), timeout=600)
     try:
-        found = ci.parse_pip_audit(result.stdout)
+        found = imagescan.parse_pip_audit(result.stdout)
     except (json.JSONDecodeError, KeyError, TypeError):
         return ci.CheckResult(name, "failed", f"pip-audit did not run: {tail(result)}")
     if found:
@@ -379,23 +380,23 @@ def scan_images(
     present = []
     for ref in refs:
         facts = image_facts(runner, ref, known)
-        rows += ci.scan_rows(ref, facts)
+        rows += imagescan.scan_rows(ref, facts)
         if facts[0].check != "image":
             present.append(ref)
     reachable = audit_source_reachable(audit_url)
     if present:
         with tempfile.TemporaryDirectory(prefix="ci-scan-") as scratch:
             archive = Path(scratch) / "images.tar"
-            saved = _run(runner, ci.image_save_argv(present, archive), timeout=1200)
+            saved = _run(runner, imagescan.image_save_argv(present, archive), timeout=1200)
             if not saved.ok:
                 raise SuiteError(f"docker save failed: {tail(saved)}", "check the engine's disk")
-            scans = ci.scan_image_archive(archive, known)
-        by_ref = ci.match_scans(present, scans)
+            scans = imagescan.scan_image_archive(archive, known)
+        by_ref = imagescan.match_scans(present, scans)
         for ref in present:
             scan = by_ref[ref]
             results = layer_results(scan)
             results.append(audit_results(runner, scan, reachable, audit_url, audit_service))
-            rows += ci.scan_rows(ref, results)
+            rows += imagescan.scan_rows(ref, results)
     rows += [
         {"image": "*", "check": "not covered", "status": "skipped", "detail": text}
         for text in NOT_COVERED

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from deploysuite.ci import checks as ci
+from deploysuite.ci import imagescan, summaries
 
 # Credential-shaped values are assembled at run time: the repository's own secret scan must not
 # find them in this file.
@@ -213,7 +214,7 @@ def test_deploy_summary_markdown_of_a_remote_deploy():
                   {"check": "login", "result": "FAIL", "detail": "a|b", "ms": "30"}],
         "dry_run": False,
     }  # fmt: skip
-    assert ci.deploy_summary_markdown(doc, "deploy.json") == (
+    assert summaries.deploy_summary_markdown(doc, "deploy.json") == (
         "### Deploy of `staging`: deployed\n\n"
         "- release: `20250101-abc`\n- previous: `20241231-def`\n\n"
         "| service | change |\n|---|---|\n| auth | new image |\n| chat | config |\n\n"
@@ -224,66 +225,66 @@ def test_deploy_summary_markdown_of_a_remote_deploy():
 
 
 def test_deploy_summary_without_a_result_says_so():
-    text = ci.deploy_summary_markdown(None, "deploy.json")
+    text = summaries.deploy_summary_markdown(None, "deploy.json")
     assert text.startswith("### Deploy: no result\n")
     assert "`deploy.json` holds no result" in text
 
 
 def test_deploy_summary_of_an_unchanged_rollback():
     doc = {"env": "production", "action": "rollback", "outcome": "unchanged", "changed": {}}
-    assert ci.deploy_summary_markdown(doc, "r.json") == (
+    assert summaries.deploy_summary_markdown(doc, "r.json") == (
         "### Rollback of `production`: unchanged\n\n\nnothing changed\n"
     )
 
 
 def test_parse_json_document_after_command_lines():
-    assert ci.parse_json_document('[local] $ docker push x\n{\n  "env": "staging"\n}\n') == {
+    assert summaries.parse_json_document('[local] $ docker push x\n{\n  "env": "staging"\n}\n') == {
         "env": "staging"
     }
-    assert ci.parse_json_document('{"a": 1}') == {"a": 1}
-    assert ci.parse_json_document("") is None
-    assert ci.parse_json_document("error: no\n") is None
+    assert summaries.parse_json_document('{"a": 1}') == {"a": 1}
+    assert summaries.parse_json_document("") is None
+    assert summaries.parse_json_document("error: no\n") is None
 
 
 def test_job_results_and_pipeline_text():
     needs = {"unit": {"result": "success", "outputs": {}}, "scan": {"result": "failure"},
              "images": {"result": "skipped"}}  # fmt: skip
-    results = ci.job_results(needs)
+    results = summaries.job_results(needs)
     assert results == {"images": "skipped", "scan": "failure", "unit": "success"}
-    assert ci.pipeline_text("pipeline", "main", "https://gh/run/1", results) == (
+    assert summaries.pipeline_text("pipeline", "main", "https://gh/run/1", results) == (
         ":x: pipeline on main: failed in scan\n> https://gh/run/1"
     )
-    assert ci.pipeline_text("pipeline", "v1.2.0", "", {"a": "success"}) == (
+    assert summaries.pipeline_text("pipeline", "v1.2.0", "", {"a": "success"}) == (
         ":white_check_mark: pipeline on v1.2.0: passed"
     )
-    assert ci.pipeline_text("p", "main", "", {"a": "cancelled"}) == (
+    assert summaries.pipeline_text("p", "main", "", {"a": "cancelled"}) == (
         ":warning: p on main: cancelled (a)"
     )
 
 
 def test_private_key_text_normalises_and_refuses_garbage():
     key = KEY_HEADER + "\r\nMIIEabc+/=\r\n-----END RSA " + "PRIVATE KEY-----\r\n\r\n"
-    assert ci.private_key_text(key) == (
+    assert summaries.private_key_text(key) == (
         KEY_HEADER + "\nMIIEabc+/=\n-----END RSA " + "PRIVATE KEY-----\n"
     )
     with pytest.raises(ValueError, match="not a PEM/OpenSSH private key"):
-        ci.private_key_text("ssh-ed25519 AAAA... me@host")
+        summaries.private_key_text("ssh-ed25519 AAAA... me@host")
     with pytest.raises(ValueError, match="no END line"):
-        ci.private_key_text(KEY_HEADER + "\nMIIEabc\n")
+        summaries.private_key_text(KEY_HEADER + "\nMIIEabc\n")
 
 
 # --- image scan -------------------------------------------------------------------------------
 
 
 def test_scan_argv():
-    assert ci.image_inspect_argv("a:1") == ("docker", "image", "inspect", "a:1")
-    assert ci.image_history_argv("a:1") == (
+    assert imagescan.image_inspect_argv("a:1") == ("docker", "image", "inspect", "a:1")
+    assert imagescan.image_history_argv("a:1") == (
         "docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", "a:1",
     )  # fmt: skip
-    assert ci.image_save_argv(["a:1", "b:2"], Path("/t/x.tar")) == (
+    assert imagescan.image_save_argv(["a:1", "b:2"], Path("/t/x.tar")) == (
         "docker", "save", "--output", "/t/x.tar", "a:1", "b:2",
     )  # fmt: skip
-    assert ci.pip_audit_argv(Path("/t/req.txt")) == (
+    assert imagescan.pip_audit_argv(Path("/t/req.txt")) == (
         "pip-audit", "--no-deps", "--disable-pip", "--progress-spinner", "off", "--format",
         "json", "--vulnerability-service", "pypi", "--requirement", "/t/req.txt",
     )  # fmt: skip
@@ -295,14 +296,16 @@ def test_scan_argv():
      ("1001:1001", False), ("app", False), ("65534", False)],
 )  # fmt: skip
 def test_runs_as_root(user: str, root: bool):
-    assert ci.runs_as_root(user) is root
+    assert imagescan.runs_as_root(user) is root
 
 
 def test_image_metadata_readers():
-    data = ci.parse_image_inspect(json.dumps([{"Config": {"User": "1001:1001", "Env": ["A=1"]}}]))
-    assert ci.image_user(data) == "1001:1001"
-    assert ci.image_env(data) == ["A=1"]
-    assert ci.image_user({"Config": {"User": None}}) == ""
+    data = imagescan.parse_image_inspect(
+        json.dumps([{"Config": {"User": "1001:1001", "Env": ["A=1"]}}])
+    )
+    assert imagescan.image_user(data) == "1001:1001"
+    assert imagescan.image_env(data) == ["A=1"]
+    assert imagescan.image_user({"Config": {"User": None}}) == ""
 
 
 def test_env_findings_by_name_shape_and_known_value():
@@ -310,7 +313,7 @@ def test_env_findings_by_name_shape_and_known_value():
         "PATH=/usr/bin", "DB_PASSWORD=hunter2hunter2", "EMPTY_TOKEN=", f"X={FAKE_AWS_KEY}",
         "NOTE=contains the-known-secret-value", "GPG_KEY=A035C8C19219BA821ECEA86B64E628F8D684696D",
     ]  # fmt: skip
-    assert ci.env_findings(env, ["the-known-secret-value"]) == [
+    assert imagescan.env_findings(env, ["the-known-secret-value"]) == [
         "ENV DB_PASSWORD has a value",
         "ENV X: AWS access key id",
         "ENV NOTE: a secret value of the environment's config",
@@ -319,13 +322,13 @@ def test_env_findings_by_name_shape_and_known_value():
 
 def test_history_findings():
     history = f'/bin/sh -c #(nop) CMD ["x"]\n|1 KEY={FAKE_AWS_KEY} /bin/sh -c true\n'
-    assert ci.history_findings(history, []) == ["history step 2: AWS access key id"]
+    assert imagescan.history_findings(history, []) == ["history step 2: AWS access key id"]
 
 
 def test_secret_findings_shapes():
-    assert ci.secret_findings(KEY_HEADER.encode() + b"\nabc", []) == ["private key"]
-    assert ci.secret_findings(b"AKIA is a prefix", []) == []
-    assert ci.secret_findings(b"short", ["short"]) == []  # too short to report
+    assert imagescan.secret_findings(KEY_HEADER.encode() + b"\nabc", []) == ["private key"]
+    assert imagescan.secret_findings(b"AKIA is a prefix", []) == []
+    assert imagescan.secret_findings(b"short", ["short"]) == []  # too short to report
 
 
 def _tar(entries: dict[str, bytes | None]) -> bytes:
@@ -369,17 +372,17 @@ def test_scan_image_archive_finds_deleted_secrets_and_computes_the_final_files(t
         {"app:1": ["l1/layer.tar", "l2/layer.tar", "l3/layer.tar"], "base:1": ["l1/layer.tar"]},
         {"l1/layer.tar": base, "l2/layer.tar": leak, "l3/layer.tar": cleanup},
     )
-    app, base_scan = ci.scan_image_archive(archive, known=[])
+    app, base_scan = imagescan.scan_image_archive(archive, known=[])
     assert app.tags == ("app:1",)
     assert app.secrets == ["/root/.aws/credentials (layer 2): AWS access key id"]
     assert "root/.aws/credentials" not in app.files  # deleted later, but it still ships
     assert "etc/app/new.conf" in app.files and "etc/app/old.conf" not in app.files
-    assert ci.forbidden_tools(app.files) == ([], ["/usr/bin/apt-get"])
-    assert ci.forbidden_tools(base_scan.files) == (
+    assert imagescan.forbidden_tools(app.files) == ([], ["/usr/bin/apt-get"])
+    assert imagescan.forbidden_tools(base_scan.files) == (
         ["/opt/venv/lib/python3.11/site-packages/pip", "/usr/bin/pip3"],
         ["/usr/bin/apt-get"],
     )
-    assert ci.installed_distributions(app.files) == [("aiohttp", "3.9.5")]
+    assert imagescan.installed_distributions(app.files) == [("aiohttp", "3.9.5")]
     assert base_scan.secrets == []
 
 
@@ -387,7 +390,7 @@ def test_forbidden_tools_by_name():
     files = ["usr/bin/gcc-12", "usr/bin/make", "usr/local/bin/pip3.11", "usr/bin/python3",
              "usr/lib/python3/dist-packages/setuptools/__init__.py", "usr/share/doc/make/x",
              "usr/bin/dpkg"]  # fmt: skip
-    assert ci.forbidden_tools(files) == (
+    assert imagescan.forbidden_tools(files) == (
         ["/usr/bin/gcc-12", "/usr/bin/make", "/usr/lib/python3/dist-packages/setuptools",
          "/usr/local/bin/pip3.11"],
         ["/usr/bin/dpkg"],
@@ -395,24 +398,24 @@ def test_forbidden_tools_by_name():
 
 
 def test_match_scans_by_tag_then_by_order():
-    a = ci.ImageScan(("a:1",), [], frozenset())
-    b = ci.ImageScan(("b:latest",), [], frozenset())
-    assert ci.match_scans(["b", "a:1"], [a, b]) == {"b": b, "a:1": a}
-    untagged = ci.ImageScan((), [], frozenset())
-    assert ci.match_scans(["sha256:abc"], [untagged]) == {"sha256:abc": untagged}
+    a = imagescan.ImageScan(("a:1",), [], frozenset())
+    b = imagescan.ImageScan(("b:latest",), [], frozenset())
+    assert imagescan.match_scans(["b", "a:1"], [a, b]) == {"b": b, "a:1": a}
+    untagged = imagescan.ImageScan((), [], frozenset())
+    assert imagescan.match_scans(["sha256:abc"], [untagged]) == {"sha256:abc": untagged}
     with pytest.raises(ValueError, match="c:1 is not in the saved archive"):
-        ci.match_scans(["c:1"], [a, b])
+        imagescan.match_scans(["c:1"], [a, b])
 
 
 def test_requirements_and_pip_audit_parser():
-    assert ci.requirements_text([("aiohttp", "3.9.5"), ("yarl", "1.9")]) == (
+    assert imagescan.requirements_text([("aiohttp", "3.9.5"), ("yarl", "1.9")]) == (
         "aiohttp==3.9.5\nyarl==1.9\n"
     )
     out = json.dumps({"dependencies": [
         {"name": "aiohttp", "version": "3.9.5", "vulns": [{"id": "GHSA-1"}, {"id": "PYSEC-2"}]},
         {"name": "yarl", "version": "1.9", "vulns": []},
     ]})  # fmt: skip
-    assert ci.parse_pip_audit(out) == ["aiohttp 3.9.5: GHSA-1", "aiohttp 3.9.5: PYSEC-2"]
+    assert imagescan.parse_pip_audit(out) == ["aiohttp 3.9.5: GHSA-1", "aiohttp 3.9.5: PYSEC-2"]
 
 
 def test_published_test_keys_of_packages_are_tolerated_not_hidden():
@@ -420,4 +423,4 @@ def test_published_test_keys_of_packages_are_tolerated_not_hidden():
         "/opt/venv/lib/python3.11/site-packages/aiosmtpd/tests/certs/server.key (layer 4): x",
         "/app/deploy.key (layer 5): private key",
     ]
-    assert ci.split_public_test_keys(findings) == ([findings[1]], [findings[0]])
+    assert imagescan.split_public_test_keys(findings) == ([findings[1]], [findings[0]])
