@@ -1,5 +1,6 @@
 """The pipeline's stages as data: which files each gate looks at, the argv of every checker, and
-parsers of their output (the image scan's are in imagescan.py, the run summaries in summaries.py). Nothing here runs a command; tasks/ci.py hands the argv to the runner.
+parsers of their output (the image scan's are in imagescan.py, the run summaries in
+summaries.py). Nothing here runs a command; tasks/ci.py hands the argv to the runner.
 
 Every gate reports a CheckResult (check, status, detail) so that one table and one JSON document
 cover them all, and a failed gate never hides the ones after it.
