@@ -265,10 +265,7 @@ def converge_local(
     stack = replace(stack_for(config), files=(compose_file, services_env_file(config)))
     plan_stack = replace(stack, files=(compose_file, services_env))
     with events.step("TLS and nginx configuration"):
-        tls_state = prepare_tls(runner, config, paths.tls_dir)
-        nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
-        if tls_state != "kept" and nginx_action == "none":
-            nginx_action = "reload"
+        nginx_action = prepare_edge(runner, config, paths)
     env = compose_env(config, images, paths)
     engine = ComposeEngine(runner, stack, env, config.env)
     state = engine.on_stack(plan_stack).plan()
@@ -285,15 +282,7 @@ def converge_local(
 
     failure: Exception | None = None
     try:
-        run_migrations(engine, state, wait_timeout)
-        engine.apply(state, plan.changes, wait_timeout, rolling)
-        # A recreated upstream container has a new address: nginx must load the names anew.
-        upstream_moved = any(name in plan.changes for name in HTTP_SERVICES)
-        if "nginx" not in plan.changes:
-            if nginx_action == "restart":
-                engine.restart_proxy(wait_timeout)
-            elif nginx_action == "reload" or upstream_moved:
-                engine.switch()
+        roll_out(engine, state, plan.changes, nginx_action, wait_timeout, rolling)
     except BaseException as exc:
         # Whatever stopped the change (a migration, a rollout, Ctrl-C): the previous environment
         # file again, which the containers that were not replaced still run from. The summary
@@ -310,6 +299,34 @@ def converge_local(
         with events.step("smoke tests through nginx over HTTPS"):
             results = asyncio.run(run_smoke(smoke_target(runner, config, stack, env, paths)))
     return DeployOutcome(changes, state, results, failure)
+
+
+def prepare_edge(runner: Runner, config: Config, paths: DeployPaths) -> str:
+    """The certificate and nginx's rendered files; what nginx then needs: none, reload or
+    restart (a new certificate is read on reload)."""
+    tls_state = prepare_tls(runner, config, paths.tls_dir)
+    nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
+    return "reload" if tls_state != "kept" and nginx_action == "none" else nginx_action
+
+
+def roll_out(
+    engine: ComposeEngine,
+    state: localstack.StackState,
+    changes: Mapping[str, str],
+    nginx_action: str,
+    wait_timeout: int,
+    rolling: bool,
+) -> None:
+    """Migrations, the changed services, then nginx as its files and upstreams need."""
+    run_migrations(engine, state, wait_timeout)
+    engine.apply(state, changes, wait_timeout, rolling)
+    # A recreated upstream container has a new address: nginx must load the names anew.
+    upstream_moved = any(name in changes for name in HTTP_SERVICES)
+    if "nginx" not in changes:
+        if nginx_action == "restart":
+            engine.restart_proxy(wait_timeout)
+        elif nginx_action == "reload" or upstream_moved:
+            engine.switch()
 
 
 def current_env(config: Config) -> dict[str, str]:
