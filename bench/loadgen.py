@@ -30,6 +30,7 @@ from deploysuite.deploy.smoke import PinnedResolver
 
 PROBE_PATH = "/health/auth"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
+MAX_SAMPLES = 10
 PUBLISH_EVERY = 0.2
 RECONNECT_EVERY = 0.5
 STRAGGLERS_WAIT = 5.0
@@ -100,6 +101,7 @@ class Load:
         self.clients = [WsClient() for _ in range(ws_clients)]
         self.latencies: list[float] = []
         self.failures: Counter[str] = Counter()
+        self.samples: list[str] = []  # the first few error responses, as seen
         self.acknowledged: set[int] = set()
         self.room = f"load-{secrets.token_hex(4)}"
         self.token = ""
@@ -117,8 +119,15 @@ class Load:
                 async with self.session.request(
                     method, self.base_url + path, timeout=REQUEST_TIMEOUT, **kw
                 ) as response:
-                    await response.read()
+                    body = await response.read()
                     outcome: int | str = response.status
+                    if response.status >= 400 and len(self.samples) < MAX_SAMPLES:
+                        # what answered, for the report: nginx's own error or a service's
+                        self.samples.append(
+                            f"{method} {path} -> {response.status} "
+                            f"server={response.headers.get('Server', '?')} "
+                            f"body={body[:160].decode(errors='replace')!r}"
+                        )
             except Exception as exc:
                 outcome = type(exc).__name__
                 if closed_by_server(exc) and attempt == 1:
@@ -266,6 +275,7 @@ class Load:
             "ws_reconnects": sum(c.reconnects for c in self.clients),
             "retried_on_closed_connection": self.retried,
             "failures": dict(self.failures),
+            "samples": list(self.samples),
         }
 
 

@@ -264,7 +264,10 @@ def test_a_change_rolls_every_service_without_a_failed_request_or_lost_message(r
         assert f"roll {service} (configuration changed)" in result.stderr
     report = background.report
     assert report["requests"] > 200 and report["messages_sent"] > 50, report
-    assert report["failed"] == 0 and report["messages_lost"] == 0, report["failures"]
+    assert report["failed"] == 0 and report["messages_lost"] == 0, (
+        report["failures"],
+        report["samples"],
+    )
     assert remote.current() != previous
 
 
@@ -292,7 +295,10 @@ def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
     # the failed check says why: readiness answered 503 naming the database
     assert "last healthcheck of" in broken.stderr and "ready 503" in broken.stderr
     assert remote.current() == current and remote.containers() == before
-    assert background.report["failed"] == 0, background.report["failures"]
+    assert background.report["failed"] == 0, (
+        background.report["failures"],
+        background.report["samples"],
+    )
     assert background.report["messages_lost"] == 0, background.report
     failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
     assert failed and failed[-1]["previous"] == current
@@ -392,7 +398,10 @@ def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
     assert report["outcome"] == "rolled back to" and report["release"] == previous
     assert all(row["result"] == "pass" for row in report["smoke"])
     assert remote.current() == previous
-    assert background.report["failed"] == 0, background.report["failures"]
+    assert background.report["failed"] == 0, (
+        background.report["failures"],
+        background.report["samples"],
+    )
     assert background.report["messages_lost"] == 0, background.report
     # and forward again by a prefix of the release id
     forward = remote.inv("rollback", "--env=loopback", "--to", current[:17], "--no-smoke")
