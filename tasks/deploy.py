@@ -22,7 +22,7 @@ from deploysuite.deploy.remote import (
 )
 from deploysuite.deploy.smoke import CheckResult, run_smoke
 from deploysuite.deploy.target import connect, read_audit, read_releases
-from deploysuite.engines import state as localstack
+from deploysuite.engines import state as stack_state
 from deploysuite.engines.stack import stack_for
 
 COLUMNS = ["service", "image", "state", "health", "url"]
@@ -83,7 +83,7 @@ def deploy(
     if outcome.smoke and not json:
         s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
     s.events.result(
-        localstack.status_rows(outcome.state),
+        stack_state.status_rows(outcome.state),
         COLUMNS,
         title=f"environment '{env}' ({stack.project}), {public_url(s)}:",
         extra={
@@ -152,12 +152,12 @@ def fail_on_smoke(results: list[CheckResult], env: str) -> None:
         )
 
 
-def report_unhealthy(s: Session, state: localstack.StackState, env: str) -> None:
+def report_unhealthy(s: Session, state: stack_state.StackState, env: str) -> None:
     """Name each unhealthy service with its failing check and last log lines, then fail."""
-    bad = localstack.unhealthy(state)
+    bad = stack_state.unhealthy(state)
     if not bad:
         return
-    for line in localstack.diagnose(s.runner, state):
+    for line in stack_state.diagnose(s.runner, state):
         s.events.info(line)
     raise SuiteError(f"not healthy: {', '.join(bad)}", f"inv logs --env={env} --service {bad[0]}")
 
@@ -198,17 +198,17 @@ def status(c, env="local", json=False, verbose=False, set_=None):
             _, current = read_releases(t)
             if current is None:
                 raise SuiteError(f"'{env}' has no live release yet", f"inv deploy --env={env}")
-            state = localstack.read(t.runner, t.stack(current), {})
+            state = stack_state.read(t.runner, t.stack(current), {})
             title = f"environment '{env}' on {t.conn.host.name}, release {current}:"
-            s.events.result(localstack.status_rows(state), COLUMNS, title=title,
+            s.events.result(stack_state.status_rows(state), COLUMNS, title=title,
                             extra={"env": env, "release": current})  # fmt: skip
             report_unhealthy(Session(s.config, s.events, t.runner), state, env)
         return
-    localstack.engine_version(s.runner)
+    stack_state.engine_version(s.runner)
     stack = stack_for(s.config)
-    state = localstack.read(s.runner, stack, current_env(s.config))
+    state = stack_state.read(s.runner, stack, current_env(s.config))
     s.events.result(
-        localstack.status_rows(state), COLUMNS, title=f"environment '{env}' ({stack.project}):"
+        stack_state.status_rows(state), COLUMNS, title=f"environment '{env}' ({stack.project}):"
     )
     report_unhealthy(s, state, env)
 

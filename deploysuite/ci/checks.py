@@ -268,9 +268,3 @@ def service_test_dirs(service_dirs: Iterable[str]) -> dict[str, str]:
         for d in sorted(service_dirs)
         if PurePosixPath(d).name == "tests" and PurePosixPath(d).parent.parent.name == "services"
     }
-
-
-# --- summaries and notifications --------------------------------------------------------------
-
-
-# --- image scan -------------------------------------------------------------------------------

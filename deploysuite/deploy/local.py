@@ -35,7 +35,7 @@ from deploysuite.edge.nginx import (
     render_nginx,
     write_rendered,
 )
-from deploysuite.engines import state as localstack
+from deploysuite.engines import state as stack_state
 from deploysuite.engines.compose import ComposeEngine
 from deploysuite.engines.stack import (
     COMPOSE_FILE,
@@ -217,7 +217,7 @@ def smoke_target(
 @dataclass
 class DeployOutcome:
     changes: dict[str, str]
-    state: localstack.StackState  # after the deploy
+    state: stack_state.StackState  # after the deploy
     smoke: list[CheckResult]  # empty when skipped
     failure: Exception | None = None
 
@@ -238,7 +238,7 @@ def converge_local(
 ) -> DeployOutcome:
     config, events, runner = s.config, s.events, s.runner
     paths = deploy_paths(config)
-    version = localstack.engine_version(runner)
+    version = stack_state.engine_version(runner)
     require_valid_config(config, events)
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
@@ -269,7 +269,7 @@ def converge_local(
     env = compose_env(config, images, paths)
     engine = ComposeEngine(runner, stack, env, config.env)
     state = engine.on_stack(plan_stack).plan()
-    localstack.require_images(state, config.env)
+    stack_state.require_images(state, config.env)
     plan = state.plan()
     changes = dict(plan.changes)
     if nginx_action != "none" and "nginx" not in changes:
@@ -311,7 +311,7 @@ def prepare_edge(runner: Runner, config: Config, paths: DeployPaths) -> str:
 
 def roll_out(
     engine: ComposeEngine,
-    state: localstack.StackState,
+    state: stack_state.StackState,
     changes: Mapping[str, str],
     nginx_action: str,
     wait_timeout: int,

@@ -52,16 +52,7 @@ from deploysuite.deploy.target import (
     upload,
     write_manifest,
 )
-from deploysuite.engines import state as localstack
-
-# --- preflight ----------------------------------------------------------------------------
-
-
-# --- the release's files ------------------------------------------------------------------
-
-
-# --- releases on the host -----------------------------------------------------------------
-
+from deploysuite.engines import state as stack_state
 
 # --- converging to a release --------------------------------------------------------------
 
@@ -224,7 +215,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
     )  # fmt: skip
     live = next((r for r in releases if r.get("release") == current), None)
     if live and live.get("content") == record["content"] and not dry:
-        state = localstack.read(t.runner, t.stack(current or ""), {})
+        state = stack_state.read(t.runner, t.stack(current or ""), {})
         if not state.plan().changes:
             events.info(f"nothing to do: {current} is live with the same images and files")
             return RemoteOutcome(current or release_id, "unchanged", previous=current)

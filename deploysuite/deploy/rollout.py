@@ -7,16 +7,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from deploysuite.engines import state as localstack
+from deploysuite.engines import state as stack_state
 from deploysuite.engines.base import Engine
 
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
 DATA_STORES = ("postgres", "redis", "rabbitmq")
 
 
-def due_for_migration(state: localstack.StackState) -> list[str]:
+def due_for_migration(state: stack_state.StackState) -> list[str]:
     """Migrations ship inside the images: only a service with a new image can bring new ones."""
-    return [name for name in DATABASE_SERVICES if localstack.runs_new_image(state, name)]
+    return [name for name in DATABASE_SERVICES if stack_state.runs_new_image(state, name)]
 
 
 def schema_version(summary: str) -> str:
@@ -27,7 +27,7 @@ def schema_version(summary: str) -> str:
 
 def run_migrations(
     engine: Engine,
-    state: localstack.StackState,
+    state: stack_state.StackState,
     wait_timeout: int,
     before: Callable[[Sequence[str]], object] | None = None,
 ) -> dict[str, str]:
@@ -59,5 +59,5 @@ def running_report(engine: Engine) -> list[str]:
         return [f"  what runs could not be read ({type(exc).__name__}): inv status once it answers"]
     return [
         f"  {row['service']}: {row['image']} {row['state']} {row['health']}".rstrip()
-        for row in localstack.status_rows(state)
+        for row in stack_state.status_rows(state)
     ]

@@ -15,7 +15,7 @@ from deploysuite.core.errors import SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Command, Runner
 from deploysuite.edge.nginx import nginx_reload_argv
-from deploysuite.engines import state as localstack
+from deploysuite.engines import state as stack_state
 from deploysuite.engines.rolling import ROLLING_SERVICES, roll
 from deploysuite.engines.stack import Stack
 
@@ -47,13 +47,13 @@ class ComposeEngine:
         """The same engine acting on other files (another release: a rollback's target)."""
         return replace(self, stack=stack)
 
-    def plan(self) -> localstack.StackState:
+    def plan(self) -> stack_state.StackState:
         """What runs and what the files want (state.plan() says what would change)."""
-        return localstack.read(self.runner, self.stack, self.env)
+        return stack_state.read(self.runner, self.stack, self.env)
 
-    def health(self, state: localstack.StackState) -> localstack.StackState:
+    def health(self, state: stack_state.StackState) -> stack_state.StackState:
         """The containers' state and health anew."""
-        return localstack.refresh(self.runner, self.stack, self.env, state)
+        return stack_state.refresh(self.runner, self.stack, self.env, state)
 
     def start(self, services: Sequence[str] = (), wait_timeout: int = 300,
               no_deps: bool = False) -> None:  # fmt: skip
@@ -116,7 +116,7 @@ class ComposeEngine:
 
     def apply(
         self,
-        state: localstack.StackState,
+        state: stack_state.StackState,
         changes: Mapping[str, str],
         wait_timeout: int,
         rolling: bool,
@@ -147,7 +147,7 @@ class ComposeEngine:
                     service,
                     wait_timeout,
                     reload_proxy=self.switch,
-                    explain=lambda name: localstack.explain_container(runner, name),
+                    explain=lambda name: stack_state.explain_container(runner, name),
                     env_name=self.env_name,
                 )
                 events.info(f"  {summary}")
@@ -170,7 +170,7 @@ def migration_summary(output: str) -> str:
     return text + ")"
 
 
-def rolling_candidates(state: localstack.StackState, changes: Mapping[str, str]) -> list[str]:
+def rolling_candidates(state: stack_state.StackState, changes: Mapping[str, str]) -> list[str]:
     """Changed services whose current containers are all running and healthy: those can be
     replaced beside themselves. A service that is down or new has nothing to keep serving."""
     running = {c.service for c in state.containers}
