@@ -18,15 +18,6 @@ from deploysuite.core.errors import SuiteError
 LIST_COLUMNS = ["backup_id", "database", "kind", "size", "schema", "finished"]
 
 
-def chosen_databases(config, db: str) -> list[str]:
-    known = list(postgres.databases(config))
-    if db in ("", "all"):
-        return known
-    if db not in known:
-        raise SuiteError(f"unknown database {db!r}", f"use one of: {', '.join(known)} or all")
-    return [db]
-
-
 @task(
     default=True,
     iterable=["set_"],
@@ -47,7 +38,7 @@ def backup(
 ):  # fmt: skip
     """Back up PostgreSQL: pg_dump -Fc | zstd | SHA-256 straight into S3; manifest last."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
-    names = [] if db == "mongodb" else chosen_databases(s.config, db)
+    names = [] if db == "mongodb" else postgres.chosen_databases(s.config, db)
     store, s3 = open_bucket(s)
     with postgres.postgres_for(s) as pg:
         ctx = BackupContext(s, pg, store, s3)
@@ -90,31 +81,18 @@ FROM_HELP = {
 }
 
 
-def local_folder(from_: str, local_dir: str) -> Path | None:
-    if from_ not in ("s3", "local"):
-        raise SuiteError(f"--from {from_!r} is neither s3 nor local", "use --from s3 or local")
-    if from_ == "s3":
-        return None
-    if not local_dir:
-        raise SuiteError("--from local needs the folder of the copies", "add --local-dir DIR")
-    folder = Path(local_dir)
-    if not folder.is_dir():
-        raise SuiteError(f"{folder} is not a folder", "give the --local-dir of inv backup")
-    return folder
-
-
 @task(name="list", iterable=["set_"], help={"db": "One database, or all.", **FROM_HELP})
 def list_(c, env="local", db="all", json=False, verbose=False, set_=None, from_="s3",
           local_dir=""):  # fmt: skip
     """List the complete backups (those with a manifest), newest first."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
-    folder = local_folder(from_, local_dir)
+    folder = localcopy.source_folder(from_, local_dir)
     if folder is not None:
-        found = [m for name in chosen_databases(s.config, db)
+        found = [m for name in postgres.chosen_databases(s.config, db)
                  for m in localcopy.list_backups(folder, env, name)]  # fmt: skip
     else:
         store, s3 = open_bucket(s)
-        found = [m for name in chosen_databases(s.config, db)
+        found = [m for name in postgres.chosen_databases(s.config, db)
                  for m in dump.list_backups(store, s3, env, name)]  # fmt: skip
     rows = [
         {
@@ -154,9 +132,9 @@ def restore(
         restore_to_time(s, env, target_time, db, yes, dry_run, int(keep_days))
         return
     day = bk.parse_day(date) if date else None
-    folder = local_folder(from_, local_dir)
+    folder = localcopy.source_folder(from_, local_dir)
     name = db or s.config.require("AUTH_DB_NAME")
-    chosen_databases(s.config, name)
+    postgres.chosen_databases(s.config, name)
     if folder is not None:
         store, s3 = None, None  # S3 may be what is down: a local restore never needs it
         found = localcopy.list_backups(folder, env, name)
@@ -193,7 +171,7 @@ def restore_to_time(s, env: str, text: str, db: str, yes: bool, dry_run: bool, k
 
     now = dt.datetime.now(dt.UTC)
     target = wal.parse_target_time(text, now)
-    names = chosen_databases(s.config, db or "all")
+    names = postgres.chosen_databases(s.config, db or "all")
     store, s3 = open_bucket(s)
 
     def ask(label: str) -> None:
@@ -231,7 +209,7 @@ def prune_(c, env="local", db="all", days=30, keep=7, dry_run=False, json=False,
     s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
     store, s3 = open_bucket(s)
     rows = []
-    for name in chosen_databases(s.config, db):
+    for name in postgres.chosen_databases(s.config, db):
         for backup_id in dump.prune(s, store, s3, name, int(days), int(keep)):
             rows.append({"database": name, "backup_id": backup_id})
     verb = "would delete" if dry_run else "deleted"

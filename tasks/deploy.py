@@ -19,6 +19,7 @@ from deploysuite.deploy.remote import (
     releases_rows,
     rollback_remote,
     smoke,
+    summary_line,
 )
 from deploysuite.deploy.smoke import CheckResult, run_smoke
 from deploysuite.deploy.target import connect, read_audit, read_releases
@@ -125,18 +126,6 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
     failure = failure_exit(outcome)
     if failure is not None:
         raise failure
-
-
-def summary_line(env: str, action: str, o: RemoteOutcome) -> str:
-    text = {
-        "deployed": f"release {o.release} deployed"
-        + (f" (previous: {o.previous})" if o.previous else ""),
-        "unchanged": f"release {o.release} is live already: nothing changed",
-        "rolled back": f"release {o.release} failed; every service is back on {o.previous}",
-        "rolled back to": f"back on release {o.release} (was {o.previous})",
-        "planned": f"release {o.release} planned",
-    }.get(o.outcome, f"release {o.release} {o.outcome}")
-    return f"{action} of '{env}': {text}" + (" (dry run: nothing changed)" if o.dry_run else "")
 
 
 def public_url(s: Session) -> str:

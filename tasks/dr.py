@@ -10,7 +10,6 @@ from deploysuite.backup.drill import drill as run_drill
 from deploysuite.cli import task
 from deploysuite.config.session import session
 from deploysuite.core.errors import ChecksFailed
-from tasks.backup import chosen_databases
 
 
 @task(
@@ -29,7 +28,7 @@ def drill(c, env="local", db="all", rto_hours=2.0, rpo_hours=6.0, json=False, ve
     with postgres.postgres_for(s) as pg:
         ctx = BackupContext(s, pg, store, s3)
         results = [run_drill(ctx, name)
-                   for name in chosen_databases(s.config, db)]  # fmt: skip
+                   for name in postgres.chosen_databases(s.config, db)]  # fmt: skip
     rows = [r.row(float(rpo_hours), float(rto_hours)) for r in results]
     s.events.result(
         rows, ["database", "backup", "age", "rpo", "restore", "rto", "rows"],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from deploysuite.backup import catalog as bk
+from deploysuite.core.errors import SuiteError
 from deploysuite.core.files import write_private
 
 
@@ -105,3 +106,17 @@ def prune(folder: Path, env: str, db: str, days: int, keep: int, dry_run: bool) 
             manifest_path(data).unlink(missing_ok=True)
             data.unlink(missing_ok=True)
     return [str(r["backup_id"]) for r in gone]
+
+
+def source_folder(from_: str, local_dir: str) -> Path | None:
+    """--from s3 (None) or --from local with the folder of the copies."""
+    if from_ not in ("s3", "local"):
+        raise SuiteError(f"--from {from_!r} is neither s3 nor local", "use --from s3 or local")
+    if from_ == "s3":
+        return None
+    if not local_dir:
+        raise SuiteError("--from local needs the folder of the copies", "add --local-dir DIR")
+    folder = Path(local_dir)
+    if not folder.is_dir():
+        raise SuiteError(f"{folder} is not a folder", "give the --local-dir of inv backup")
+    return folder

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from deploysuite.config.layers import DB_NAME_RULE
+from deploysuite.config.layers import DB_NAME_RULE, Config
 from deploysuite.config.session import Session
 from deploysuite.core import streams
-from deploysuite.core.errors import ConfigError
+from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.runner import Command, Runner
 
 # query_to_xml runs its query only when the table exists: a plain subquery would be planned (and
@@ -113,3 +113,13 @@ def postgres_for(s: Session) -> Iterator[Postgres]:
 def table_counts(pg: Postgres, db: str) -> dict[str, int]:
     out = pg.sql(COUNTS_SQL, db)
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def chosen_databases(config: Config, db: str) -> list[str]:
+    """--db: one of the configured databases, or all of them ("" or "all")."""
+    known = list(databases(config))
+    if db in ("", "all"):
+        return known
+    if db not in known:
+        raise SuiteError(f"unknown database {db!r}", f"use one of: {', '.join(known)} or all")
+    return [db]

@@ -377,3 +377,18 @@ def failure_exit(outcome: RemoteOutcome) -> BaseException | None:
         failure.what = (f"{failure.what}; the rollback failed too ({outcome.rollback_error}): "
                         "left as is, what runs is listed above")  # fmt: skip
     return failure
+
+
+def summary_line(env: str, action: str, o: RemoteOutcome) -> str:
+    """The summary table's title: what happened to the environment, in one line."""
+    text = {
+        "deployed": f"release {o.release} deployed"
+        + (f" (previous: {o.previous})" if o.previous else ""),
+        "unchanged": f"release {o.release} is live already: nothing changed",
+        "rolled back": f"release {o.release} failed; every service is back on {o.previous}",
+        "rolled back to": f"back on release {o.release} (was {o.previous})",
+        "planned": f"release {o.release} planned",
+    }.get(o.outcome, f"release {o.release} {o.outcome}")
+    if o.rollback_error:
+        text += f"; left as is, not rolled back ({o.rollback_error})"
+    return f"{action} of '{env}': {text}" + (" (dry run: nothing changed)" if o.dry_run else "")

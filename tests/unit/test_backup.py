@@ -163,3 +163,21 @@ def test_sql_identifiers_and_literals_are_quoted_and_odd_names_refused():
     for name in ('auth"; DROP DATABASE x; --', "Auth", "a" * 64, ""):
         with pytest.raises(ConfigError):
             ident(name)
+
+
+def test_db_and_from_flags_are_checked_before_anything_runs(tmp_path):
+    from deploysuite.backup.localcopy import source_folder
+    from deploysuite.backup.postgres import chosen_databases
+    from deploysuite.config.layers import load_config
+    from deploysuite.core.errors import SuiteError
+
+    config = load_config("local", process_env={})
+    assert chosen_databases(config, "all") == ["auth", "chat", "billing", "analytics"]
+    assert chosen_databases(config, "chat") == ["chat"]
+    with pytest.raises(SuiteError, match="unknown database 'nope'"):
+        chosen_databases(config, "nope")
+    assert source_folder("s3", "") is None
+    assert source_folder("local", str(tmp_path)) == tmp_path
+    for args in (("ftp", ""), ("local", ""), ("local", str(tmp_path / "missing"))):
+        with pytest.raises(SuiteError):
+            source_folder(*args)

@@ -125,3 +125,21 @@ def test_the_hosts_env_file_pins_images_and_points_at_the_hosts_folders():
     assert env["TLS_DIR"] == "/srv/app/local/tls"
     assert env["NGINX_RENDERED_DIR"] == "/srv/app/local/live/nginx"
     assert "PYTHON_IMAGE" not in env  # not interpolated by that compose text
+
+
+def test_the_summary_says_when_a_failed_release_was_left_as_is():
+    from deploysuite.core.errors import SuiteError
+    from deploysuite.deploy.remote import RemoteOutcome, failure_exit, summary_line
+
+    rolled = RemoteOutcome("r2", "rolled back", previous="r1", failure=SuiteError("auth: x"))
+    assert summary_line("staging", "deploy", rolled) == (
+        "deploy of 'staging': release r2 failed; every service is back on r1"
+    )
+    assert failure_exit(rolled).what == "auth: x; rolled back to r1"  # type: ignore[union-attr]
+    left = RemoteOutcome("r2", "failed", previous="r1", failure=SuiteError("lost"),
+                         rollback_error="host unreachable")  # fmt: skip
+    assert summary_line("staging", "deploy", left) == (
+        "deploy of 'staging': release r2 failed; left as is, not rolled back (host unreachable)"
+    )
+    what = failure_exit(left).what  # type: ignore[union-attr]
+    assert what.startswith("lost; the rollback failed too (host unreachable): left as is")
