@@ -19,6 +19,8 @@ from deploysuite.engines import state as stack_state
 from deploysuite.engines.rolling import ROLLING_SERVICES, roll
 from deploysuite.engines.stack import Stack
 
+# Longer than nginx's proxy_connect_timeout (snippets/proxy.conf.j2): a connect to a removed
+# container gives up before the next container can take its address.
 RELOAD_SETTLE_SECONDS = 2.0
 
 

@@ -476,3 +476,12 @@ def test_apply_action():
     assert apply_action([], out) == "none"
     assert apply_action([out / "conf.d/10-upstreams.conf"], out) == "reload"
     assert apply_action([out / "conf.d/10-upstreams.conf", out / "nginx.conf"], out) == "restart"
+
+
+def test_a_hung_connect_gives_up_before_the_rollout_can_reuse_its_address(files):
+    """A removed container's address drops SYNs and is given to the next container the engine
+    starts; the rollout waits RELOAD_SETTLE_SECONDS after the reload that forgets it."""
+    from deploysuite.engines.compose import RELOAD_SETTLE_SECONDS
+
+    match = re.search(r"^proxy_connect_timeout (\d+)s;", files["snippets/proxy.conf"], re.M)
+    assert match and int(match.group(1)) < RELOAD_SETTLE_SECONDS
