@@ -22,6 +22,10 @@ import yaml
 from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.streams import RemoteProcess
 
+# What a Swarm node runs, as its node labels: nginx; the six services; the data stores, the
+# queue, Prometheus and the backup agent.
+NODE_ROLES = ("edge", "app", "data")
+
 
 class SshError(SuiteError):
     exit_code = 7
@@ -40,6 +44,15 @@ class Host:
     port: int = 22
     user: str = "deploy"
     key_file: Path | None = None
+    # Swarm environments only: what the node runs (NODE_ROLES), whether it is a manager, and
+    # the address the nodes reach each other on when it differs from the SSH address.
+    roles: tuple[str, ...] = ()
+    manager: bool = False
+    advertise: str = ""
+
+    @property
+    def cluster_address(self) -> str:
+        return self.advertise or self.address
 
     @property
     def target(self) -> str:
@@ -61,6 +74,9 @@ def parse_hosts(text: str, env_dir: Path, overrides: Mapping[str, str] | None = 
             port: 22
             user: deploy
             key: ~/.ssh/mysaaschat_staging
+            roles: [edge, app, data]     # swarm environments: the node's labels
+            manager: true                # swarm environments: default the first host only
+            advertise: 10.0.0.10         # swarm environments: the cluster address, if not this
 
     overrides: DEPLOY_SSH_KEY / DEPLOY_SSH_USER from the config win over the file.
     """
@@ -83,6 +99,15 @@ def parse_hosts(text: str, env_dir: Path, overrides: Mapping[str, str] | None = 
                 f"{env_dir / 'hosts.yml'}: host #{index} has no address", "add `address:`"
             )
         key = overrides.get("DEPLOY_SSH_KEY") or item.get("key")
+        roles = item.get("roles") or []
+        unknown = (
+            sorted(set(map(str, roles)) - set(NODE_ROLES)) if isinstance(roles, list) else roles
+        )
+        if unknown:
+            raise ConfigError(
+                f"{env_dir / 'hosts.yml'}: host #{index} has unknown roles {unknown}",
+                f"use a list of {', '.join(NODE_ROLES)}",
+            )
         hosts.append(
             Host(
                 name=str(item.get("name") or item["address"]),
@@ -91,6 +116,9 @@ def parse_hosts(text: str, env_dir: Path, overrides: Mapping[str, str] | None = 
                 user=str(overrides.get("DEPLOY_SSH_USER") or item.get("user", "deploy")),
                 key_file=Path(str(key)).expanduser() if key else None,
                 known_hosts=known,
+                roles=tuple(r for r in NODE_ROLES if r in roles),
+                manager=bool(item.get("manager", index == 1)),
+                advertise=str(item.get("advertise") or ""),
             )
         )
     return hosts

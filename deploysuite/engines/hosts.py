@@ -32,6 +32,20 @@ def hosts_for(config: Config) -> list[Host]:
     return parse_hosts(text, path.parent, {k: v for k, v in overrides.items() if v})
 
 
+ENGINES = ("compose", "swarm")
+
+
+def deploy_engine(config: Config) -> str:
+    """The environment's engine (DEPLOY_ENGINE): compose or swarm."""
+    engine = config.get("DEPLOY_ENGINE") or "compose"
+    if engine not in ENGINES:
+        raise ConfigError(
+            f"DEPLOY_ENGINE={engine!r} for environment '{config.env}' is no engine the suite knows",
+            f"set it to one of {', '.join(ENGINES)}",
+        )
+    return engine
+
+
 def lock_host_connection(config: Config) -> SshConnection:
     """The environment's lock lives on its first host."""
     return SshConnection(hosts_for(config)[0])
