@@ -110,6 +110,11 @@ class NginxSettings:
     # nginx's resolver, Docker's embedded DNS (127.0.0.11) in the stack. nginx 1.22 still resolves
     # upstream servers once per (re)load: a reload after containers change is what moves traffic.
     resolver: str | None = None
+    # Swarm: a service's tasks come and go by themselves, with no reload to follow them. Each
+    # proxied location then resolves its one server name through `resolver` at request time
+    # (valid 1 s) and balances over every address it returns (the tasks, with endpoint_mode
+    # dnsrr); a failed connect moves to the next address (proxy_next_upstream).
+    dynamic_upstreams: bool = False
 
     def __post_init__(self) -> None:
         # tuple("localhost") would quietly become one name per character.
@@ -176,6 +181,10 @@ def _validate(s: NginxSettings) -> None:
         _fail(f"http_port and https_port are both {s.http_port}")
     if not s.upstreams:
         _fail("upstreams is empty")
+    if s.dynamic_upstreams and s.resolver is None:
+        _fail("dynamic_upstreams needs a resolver (127.0.0.11 in a Swarm)")
+    if s.dynamic_upstreams and any(len(v) != 1 for v in s.upstreams.values()):
+        _fail("dynamic_upstreams resolves one server name per upstream")
     for name, servers in s.upstreams.items():
         if not _UPSTREAM_NAME.match(name):
             _fail(f"upstream name {name!r}: use lower-case letters, digits, '-' and '_'")

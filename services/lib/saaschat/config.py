@@ -86,10 +86,23 @@ def environment(mapping: Mapping[str, str] | None) -> Iterator[None]:
 
 
 def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    """The variable's value, or the contents of the file ``<name>_FILE`` names (Swarm secrets,
+    mounted under /run/secrets; the PostgreSQL image's convention). Both set is an error."""
     source = environ if environ is not None else _ENVIRON.get()
     if source is None:
         source = os.environ
     value = source.get(name)
+    path = source.get(f"{name}_FILE")
+    if path and path.strip():
+        if value is not None and value.strip():
+            raise ConfigError(f"both {name} and {name}_FILE are set: set one of them")
+        try:
+            with open(path.strip(), encoding="utf-8") as handle:
+                value = handle.read()
+        except OSError as exc:
+            raise ConfigError(
+                f"{name}_FILE={path.strip()} cannot be read: {exc.strerror}"
+            ) from None
     if value is None or value.strip() == "":
         return None
     return value.strip()

@@ -21,6 +21,17 @@ def test_missing_required_secret_names_it_and_empty_counts_as_unset():
         config.env_secret("POSTGRES_PASSWORD", environ={"POSTGRES_PASSWORD": "  "})
 
 
+def test_a_secret_file_stands_for_the_variable(tmp_path):
+    secret = tmp_path / "postgres_password"
+    secret.write_text("s3cret\n")
+    environ = {"POSTGRES_PASSWORD_FILE": str(secret)}
+    assert config.env_secret("POSTGRES_PASSWORD", environ=environ).reveal() == "s3cret"
+    with pytest.raises(ConfigError, match="both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE"):
+        config.env_secret("POSTGRES_PASSWORD", environ={**environ, "POSTGRES_PASSWORD": "x"})
+    with pytest.raises(ConfigError, match="POSTGRES_PASSWORD_FILE=/nonexistent cannot be read"):
+        config.env_secret("POSTGRES_PASSWORD", environ={"POSTGRES_PASSWORD_FILE": "/nonexistent"})
+
+
 def test_defaults_and_values():
     assert config.env("X_NAME", "dflt", environ={}) == "dflt"
     assert config.env("X_NAME", "dflt", environ={"X_NAME": " v "}) == "v"
