@@ -22,12 +22,16 @@ from deploysuite.deploy.remote import (
     summary_line,
 )
 from deploysuite.deploy.smoke import CheckResult, run_smoke
+from deploysuite.deploy.swarm import deploy_swarm, rollback_swarm, scale_swarm, swarm_status
 from deploysuite.deploy.target import connect, read_audit, read_releases
 from deploysuite.engines import state as stack_state
+from deploysuite.engines.hosts import deploy_engine
 from deploysuite.engines.stack import stack_for
+from deploysuite.engines.swarmstack import parse_replicas
 
 COLUMNS = ["service", "image", "state", "health", "url"]
 SMOKE_COLUMNS = ["check", "result", "detail", "ms"]
+SWARM_COLUMNS = ["service", "replicas", "nodes", "image", "health"]
 
 
 def local_only(env: str, what: str) -> SuiteError:
@@ -71,6 +75,11 @@ def deploy(
     local: this machine's engine. staging, production: the hosts of environments/<env>/hosts.yml
     over SSH, as a release kept under $DEPLOY_ROOT/<env>/releases (see inv releases)."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
+    if env != "local" and deploy_engine(s.config) == "swarm":
+        confirm_production(s, "deploy", yes)
+        report_remote(s, deploy_swarm(s, wait_timeout=wait_timeout, run_smoke_checks=smoke,
+                                      lock_wait=float(lock_wait)), "deploy")  # fmt: skip
+        return
     if env != "local":
         confirm_production(s, "deploy", yes)
         remote = deploy_remote(
@@ -106,10 +115,14 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
     """Smoke table, then the summary; the failure (if any) ends the run non-zero."""
     if outcome.smoke and not s.events.json_mode:
         s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
-    rows = [{"service": k, "change": v} for k, v in outcome.changes.items()]
+    rows: list[dict[str, str]] = [{"service": k, "change": v} for k, v in outcome.changes.items()]
+    columns = ["service", "change"]
+    if outcome.services:  # swarm: every service, where it runs, and the change
+        rows = [{**r, "change": outcome.changes.get(r["service"], "")} for r in outcome.services]
+        columns = [*SWARM_COLUMNS, "change"]
     s.events.result(
         rows,
-        ["service", "change"],
+        columns,
         title=summary_line(s.config.env, action, outcome),
         extra={
             "env": s.config.env,
@@ -182,6 +195,18 @@ def smoke_task(c, env="local", json=False, verbose=False, set_=None):
 def status(c, env="local", json=False, verbose=False, set_=None):
     """Show every service's state and health; exits non-zero naming those not healthy."""
     s = session(env, json=json, verbose=verbose, overrides=set_ or [])
+    if env != "local" and deploy_engine(s.config) == "swarm":
+        rows, current = swarm_status(s)
+        title = f"environment '{env}' (swarm), release {current or 'none'}:"
+        s.events.result(rows, SWARM_COLUMNS, title=title, extra={"env": env, "release": current})
+        bad = [r["service"] for r in rows if r["health"] != "ok"]
+        if bad:
+            raise SuiteError(
+                f"not running as wanted: {', '.join(bad)} (a data store pinned to a node that "
+                "is down stays down until the node is back)",
+                f"inv cluster.status --env={env}; docker service ps --no-trunc on a manager",
+            )
+        return
     if env != "local":
         with connect(s) as t:
             _, current = read_releases(t)
@@ -266,7 +291,8 @@ def rollback(
         s.events.info(f"rollback of '{env}': {current} -> {target}")
         confirm_production(s, f"roll back to {target}", yes)
 
-    outcome = rollback_remote(
+    run = rollback_swarm if deploy_engine(s.config) == "swarm" else rollback_remote
+    outcome = run(
         s, to or None, wait_timeout=wait_timeout, run_smoke_checks=smoke,
         lock_wait=float(lock_wait), confirm=ask,
     )  # fmt: skip
@@ -302,4 +328,30 @@ def audit(c, env="staging", limit=20, json=False, verbose=False, set_=None):
                     extra={"env": env, "records": records})  # fmt: skip
 
 
-ns = Collection("deploy", deploy, smoke_task, status, logs, down, rollback, releases, audit)
+@task(
+    iterable=["set_"],
+    positional=["replicas"],
+    help={
+        "replicas": "SERVICE=COUNT[,SERVICE=COUNT...], e.g. chat=3 (app services only).",
+        "wait_timeout": "Seconds to wait until the new replicas run.",
+    },
+)
+def scale(c, replicas, env="staging", dry_run=False, json=False, set_=None, wait_timeout=300):
+    """Change how many replicas of app services run on a swarm environment; audited.
+
+    The next deploy keeps the new counts unless SWARM_REPLICAS in the configuration says
+    otherwise."""
+    s = session(env, dry_run=dry_run, json=json, overrides=set_ or [])
+    if deploy_engine(s.config) != "swarm":
+        raise SuiteError(f"inv scale works on swarm environments, not on '{env}'",
+                         "set DEPLOY_ENGINE=swarm: see docs/deployment/swarm.md")  # fmt: skip
+    try:
+        wanted = parse_replicas(replicas)
+    except ValueError as exc:
+        raise SuiteError(str(exc), "write it as chat=3 or chat=3,auth=2") from None
+    rows = scale_swarm(s, wanted, wait_timeout=int(wait_timeout))
+    title = f"scaled '{env}': " + ", ".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+    s.events.result(rows, SWARM_COLUMNS, title=title + (" (dry run)" if dry_run else ""))
+
+
+ns = Collection("deploy", deploy, smoke_task, status, logs, down, rollback, releases, audit, scale)

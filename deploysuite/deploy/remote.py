@@ -140,6 +140,7 @@ class RemoteOutcome:
     previous: str | None = None
     dry_run: bool = False
     rollback_error: str | None = None  # the rollback after a failure failed too: left as is
+    services: list[dict[str, str]] = field(default_factory=list)  # swarm: what runs where
 
 
 def deploy_remote(

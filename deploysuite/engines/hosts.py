@@ -67,6 +67,8 @@ class HostConnection:
 def connect(config: Config, events: Events, runner: Runner) -> Iterator[HostConnection]:
     """The SSH connection to the environment's stack host, closed on the way out."""
     hosts = hosts_for(config)
+    if deploy_engine(config) == "swarm":  # releases, lock and audit live on the first manager
+        hosts = [next((h for h in hosts if h.manager), hosts[0])]
     if len(hosts) > 1:
         raise ConfigError(
             f"environment '{config.env}' lists {len(hosts)} hosts; this version deploys the "

@@ -64,7 +64,7 @@ class SwarmOptions:
     bind_files: Mapping[str, Mapping[str, bytes]]
     replicas: Mapping[str, int] = field(default_factory=dict)
     # file names that are secrets when mounted (TLS private key)
-    secret_file_names: frozenset[str] = frozenset({"key.pem"})
+    secret_file_names: frozenset[str] = frozenset({"privkey.pem"})
     monitor: str = "15s"
 
 

@@ -61,7 +61,7 @@ COMPOSE = {
 
 BIND = {
     "/r/nginx/nginx.conf": {"": b"events {}\n"},
-    "/r/tls": {"cert.pem": b"CERT", "key.pem": b"PRIVATE KEY"},
+    "/r/tls": {"cert.pem": b"CERT", "privkey.pem": b"PRIVATE KEY"},
 }
 
 
@@ -123,7 +123,7 @@ def test_bind_mounted_files_become_configs_and_the_private_key_a_secret():
     configs = {c["target"]: c for c in nginx["configs"]}
     assert set(configs) == {"/etc/nginx/nginx.conf", "/etc/nginx/tls/cert.pem"}
     assert stack.configs[configs["/etc/nginx/nginx.conf"]["source"]] == b"events {}\n"
-    key = next(r for r in nginx["secrets"] if r["target"] == "/etc/nginx/tls/key.pem")
+    key = next(r for r in nginx["secrets"] if r["target"] == "/etc/nginx/tls/privkey.pem")
     assert key["mode"] == 0o400 and stack.secrets[key["source"]] == b"PRIVATE KEY"
     assert not any(v.get("type") == "bind" for v in nginx["volumes"])
 
