@@ -50,6 +50,15 @@ DROPPED = (
     "networks", "deploy", "links", "external_links", "extra_hosts",
 )  # fmt: skip
 
+# Images that take a secret in a configuration file rather than a *_FILE variable (RabbitMQ 3.9+
+# refuses RABBITMQ_DEFAULT_PASS_FILE): the variables become that one file, as a secret.
+SECRET_CONFIG_FILES = {
+    "rabbitmq": (
+        "/etc/rabbitmq/conf.d/20-default-user.conf",
+        {"RABBITMQ_DEFAULT_USER": "default_user", "RABBITMQ_DEFAULT_PASS": "default_pass"},
+    ),
+}  # fmt: skip
+
 NAME_RE = re.compile(r"[^a-zA-Z0-9_.-]+")
 SIZE_RE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -164,7 +173,16 @@ def render_service(
     uid, gid = owner(service)
     env: dict[str, str] = {}
     refs: list[dict[str, Any]] = []
-    for key, value in sorted((service.get("environment") or {}).items()):
+    environment = dict(service.get("environment") or {})
+    if name in SECRET_CONFIG_FILES:
+        target, keys = SECRET_CONFIG_FILES[name]
+        lines = [f"{setting} = {unescape(str(environment.pop(var)))}\n"
+                 for var, setting in keys.items() if environment.get(var) is not None]  # fmt: skip
+        content = "".join(lines).encode()
+        obj = object_name(opts.project, PurePosixPath(target).name, content)
+        secrets[obj] = content
+        refs.append({"source": obj, "target": target, "uid": uid, "gid": gid, "mode": 0o444})
+    for key, value in sorted(environment.items()):
         if value is None:
             continue
         real = unescape(str(value))
