@@ -163,7 +163,9 @@ class SwarmTarget:
 
     def engine(self, release_id: str) -> SwarmEngine:
         folder = self.t.layout.release(release_id)
-        return SwarmEngine(self.t.runner, self.t.project, f"{folder}/{DOCKER_DIR}")
+        return SwarmEngine(
+            self.t.runner, self.t.project, f"{folder}/{DOCKER_DIR}", self.t.config.env
+        )
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from deploysuite.core.errors import SuiteError
@@ -124,8 +124,8 @@ class SwarmEngine:
     runner: Runner
     project: str
     docker_config: str  # a per-release DOCKER_CONFIG folder (the registry login) on the manager
+    env_name: str = "staging"
     poll: float = 0.5
-    seen: dict[str, str] = field(default_factory=dict)
 
     @property
     def events(self):  # type: ignore[no-untyped-def]
@@ -177,8 +177,9 @@ class SwarmEngine:
                 raise RolloutFailed(
                     "Swarm rolled back "
                     + "; ".join(f"{s.name} ({s.update_state}: {s.update_message})" for s in failed),
-                    f"inv logs --env=... --service {failed[0].name}; the task errors: "
-                    f"docker service ps --no-trunc {self.project}_{failed[0].name}",
+                    f"docker service ps --no-trunc {self.project}_{failed[0].name} and docker "
+                    f"service logs {self.project}_{failed[0].name} on a manager of "
+                    f"'{self.env_name}'",
                 )
             pending = [n for n in services if n not in states or not states[n].converged]
             if not pending:
