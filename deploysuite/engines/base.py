@@ -9,7 +9,10 @@
     on_stack-> the same engine on another release's files: a rollback is apply() towards them
 
 engines/compose.py implements it for compose on this machine's engine and on a host's over
-SSH (the runner decides where commands run); a Swarm engine implements the same calls.
+SSH (the runner decides where commands run). engines/swarm.py does not: on a Swarm the
+orchestrator replaces tasks itself (update_config), so apply/switch/restart_proxy have no
+counterpart; it offers what a release needs there instead (objects, deploy a stack file, wait
+for convergence, a one-shot job) and deploy/swarm.py drives it with the same release steps.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ if [ -n "${AUTHORIZED_KEY:-}" ]; then
     chown deploy:deploy /home/deploy/.ssh/authorized_keys
     chmod 0600 /home/deploy/.ssh/authorized_keys
 fi
+# a node that was killed (a failure test) left its daemons' pid files behind
+rm -f /var/run/docker.pid /run/sshd.pid /var/run/docker/containerd/containerd.pid
 /usr/sbin/sshd -e 2>>/var/log/sshd.log
 if [ -n "${REGISTRY_FORWARD:-}" ]; then
     port=${REGISTRY_FORWARD%%:*}

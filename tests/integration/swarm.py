@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -120,10 +121,18 @@ class SwarmNodes:
         self.key_file = workdir / "id_deploy"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key_file)],
                        check=True)  # fmt: skip
+        # A subnet the engine picks, then made explicit: a restarted node keeps its address
+        # (its swarm advertise address), which only a user-defined subnet guarantees.
         docker("network", "create", self.network)
-        self.gateway = docker(
-            "network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", self.network
-        ).strip()
+        subnet, self.gateway = docker(
+            "network", "inspect", "--format",
+            "{{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}", self.network,
+        ).split()  # fmt: skip
+        docker("network", "rm", self.network)
+        docker("network", "create", "--subnet", subnet, "--gateway", self.gateway, self.network)
+        self.addresses = iter(
+            str(a) for a in ipaddress.ip_network(subnet).hosts() if str(a) != self.gateway
+        )
         self.forwarder = Forwarder(self.gateway, registry_port)
         self.registry_port = registry_port
         self.nodes: list[Node] = []
@@ -137,6 +146,7 @@ class SwarmNodes:
     def _start(self, name: str, roles: tuple[str, ...], manager: bool) -> Node:
         docker(
             "run", "--detach", "--name", name, "--hostname", name, "--network", self.network,
+            "--ip", next(self.addresses),
             *NODE_RUN_FLAGS, "-v", f"{name}:/var/lib/docker",
             "--label", f"org.mysaaschat.test={self.prefix}",
             "-e", f"AUTHORIZED_KEY={self.key_file.with_suffix('.pub').read_text().strip()}",
@@ -187,6 +197,22 @@ class SwarmNodes:
 
     def manager_exec(self, *argv: str, check: bool = True) -> str:
         return self.exec(self.nodes[0], *argv, check=check)
+
+    def kill(self, node: Node) -> None:
+        docker("kill", node.name)
+
+    def restart(self, node: Node, timeout: float = 90) -> None:
+        """Start a killed node again: same address, same volume; its engine rejoins."""
+        docker("start", node.name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            argv = ("docker", "node", "inspect", "--format", "{{.Status.State}}", node.name)
+            state = self.manager_exec(*argv, check=False).strip()
+            if state == "ready":
+                return
+            time.sleep(1)
+        logs = docker("logs", "--tail", "20", node.name, check=False)
+        raise RuntimeError(f"node {node.name} did not come back:\n{logs}")
 
     def stop(self) -> None:
         names = [n.name for n in self.nodes]
