@@ -106,6 +106,8 @@ class SwarmEnv:
 @pytest.fixture(scope="module")
 def swarm(base_images, registry, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("swarm-deploy")
+    secrets_file = REPO / "environments" / ENV / "secrets.env"
+    kept = secrets_file.read_text() if secrets_file.exists() else None
     nodes = SwarmNodes(workdir, base_images["python"], registry.port)
     try:
         env = SwarmEnv(nodes, registry, base_images, workdir)
@@ -116,6 +118,10 @@ def swarm(base_images, registry, tmp_path_factory):
     finally:
         nodes.stop()
         shutil.rmtree(REPO / "build" / ENV / f"sw{os.getpid()}", ignore_errors=True)
+        if kept is None:  # the secrets this module generated (or rotated) go with it
+            secrets_file.unlink(missing_ok=True)
+        else:
+            secrets_file.write_text(kept)
 
 
 def test_a_dry_run_prints_the_stack_deploy_and_changes_nothing(swarm):
@@ -233,7 +239,10 @@ def test_a_rotated_secret_is_a_new_object_and_the_old_one_stays_for_a_rollback(s
         for line in original.splitlines()
     ]  # fmt: skip
     secrets_file.write_text("\n".join(lines) + "\n")
-    result = swarm.deploy()  # smoke signs a webhook with the new value: billing reads it
+    try:
+        result = swarm.deploy()  # smoke signs a webhook with the new value: billing reads it
+    finally:
+        secrets_file.write_text(original)
     assert result.returncode == 0, result.stderr[-4000:]
     after = billing_secrets()
     assert before - after and after - before  # a new object for the new value

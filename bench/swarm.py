@@ -1,0 +1,184 @@
+"""Benchmark: deploys on a three-node Swarm under load, the suite against a raw `docker stack
+deploy` of the same stack file, side by side in the same run.
+
+Three node containers (tests/integration/swarm.py: Debian's dockerd and an sshd each, one
+manager with the edge and data roles, two app workers), the real test registry, the
+`swarm-loopback` environment. During every timed step bench/loadgen.py sends 45 GET/s through
+nginx on the edge node and posts 5 chat messages/s while 5 WebSocket clients listen.
+
+  change of every app service   LOG_LEVEL changes. Ours: `inv deploy` (render, objects, data
+                                stores, migrations if any, stack deploy, converge, smoke off).
+                                Raw: the live release's own stack file with LOG_LEVEL changed,
+                                `docker stack deploy --with-registry-auth` on the manager, then
+                                polled until every service has converged.
+  rollback of the whole stack   `inv rollback` to the previous release (no raw counterpart: a
+                                raw user would deploy the previous file again, which is what
+                                the suite does; the row has no baseline).
+
+The stack's nginx allows 400 requests/s per client here (NGINX_API_RATE), so that 429s from the
+rate limit never count as failures of either side. The kernel has no IPVS: both sides use the
+stack's dnsrr services and nginx's own balancing (docs/deployment/swarm.md); what Swarm's VIP
+mode would lose cannot be measured here.
+
+    .venv/bin/python bench/swarm.py [--runs 3]
+
+Writes bench/results/swarm.json. Needs root, the base images (inv images.bootstrap) and the
+packages of ./scripts/quickstart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, row, write
+
+sys.path.insert(0, str(REPO))
+from deploysuite.images.recipes import BASE_IMAGES, base_image_ref
+from tests.integration.conftest import Registry
+from tests.integration.swarm import SwarmNodes
+from tests.integration.test_swarm_deploy import ENV, SwarmEnv
+
+LEVELS = ("WARNING", "ERROR", "INFO", "DEBUG")
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        (workdir / "registry").mkdir()
+        self.registry = Registry(workdir / "registry")
+        self.registry.wait()
+        base = {name: base_image_ref(name) for name in BASE_IMAGES}
+        self.nodes = SwarmNodes(workdir, base["python"], self.registry.port)
+        self.env = SwarmEnv(self.nodes, self.registry, base, workdir)
+        for step in (("env.secrets", f"--env={ENV}"), ("cluster.init", f"--env={ENV}")):
+            self.inv(*step)
+
+    def inv(self, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        result = self.env.inv(*args, timeout=1200)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"inv {' '.join(args)}: {result.stderr[-3000:]}")
+        return result
+
+    def deploy(self, level: str) -> None:
+        self.inv("deploy", f"--env={ENV}", "--no-smoke", "--set", f"LOG_LEVEL={level}")
+
+    def raw_deploy(self, level: str) -> None:
+        """The live release's stack file, LOG_LEVEL changed, deployed as a person would."""
+        env = self.env
+        live = f"{env.root}/{ENV}/releases/{env.current()}/stack.yml"
+        script = (
+            "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+            f"sed -E 's/(LOG_LEVEL: ).*/\\1{level}/' {shlex.quote(live)} > \"$d/stack.yml\"; "
+            f"printf '%s' {shlex.quote(env.env['REGISTRY_PASSWORD'])} | docker --config \"$d\" "
+            f"login --username {shlex.quote(env.env['REGISTRY_USERNAME'])} --password-stdin "
+            f"{shlex.quote(self.registry.host)} >/dev/null; "
+            f'docker --config "$d" stack deploy --with-registry-auth -c "$d/stack.yml" '
+            f"{env.project} >/dev/null"
+        )
+        self.nodes.exec(self.nodes.nodes[0], "su", "deploy", "-c", script)
+        self.wait_converged()
+
+    def wait_converged(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        fmt = "{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
+        while time.monotonic() < deadline:
+            replicas = self.env.services()
+            names = [f"{self.env.project}_{s}" for s in replicas]
+            states = self.nodes.manager_exec("docker", "service", "inspect", "--format", fmt,
+                                             *names).split("\n")  # fmt: skip
+            updating = [line for line in states if line.strip().endswith(("updating", "_started"))]
+            if (
+                replicas
+                and not updating
+                and all(r.split("/")[0] == r.split("/")[1] for r in replicas.values())
+            ):
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the raw stack deploy did not converge")
+
+    def measured(self, action) -> tuple[float, dict[str, object]]:  # type: ignore[no-untyped-def]
+        with self.env.load() as load:
+            time.sleep(2)
+            started = time.monotonic()
+            action()
+            seconds = time.monotonic() - started
+            time.sleep(2)
+        print(f"  {seconds:.1f} s {json.dumps(load.report)}", file=sys.stderr, flush=True)
+        return seconds, load.report
+
+    def close(self) -> None:
+        self.nodes.stop()
+        self.registry.stop()
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    bench = Bench(Path(tempfile.mkdtemp(prefix="bench-swarm-")))
+    results: dict[str, list[tuple[float, dict[str, object]]]] = {}
+    try:
+        bench.deploy("INFO")  # the stack, once (untimed)
+        live = "INFO"
+        for index in range(args.runs):
+            ours, raw = LEVELS[(2 * index) % 4], LEVELS[(2 * index + 1) % 4]
+            if ours == live:
+                ours, raw = raw, ours
+            print(f"run {index + 1}: ours LOG_LEVEL={ours}", file=sys.stderr, flush=True)
+            results.setdefault("change: ours", []).append(
+                bench.measured(lambda o=ours: bench.deploy(o)))  # fmt: skip
+            print(f"run {index + 1}: raw LOG_LEVEL={raw}", file=sys.stderr, flush=True)
+            results.setdefault("change: raw", []).append(
+                bench.measured(lambda r=raw: bench.raw_deploy(r)))  # fmt: skip
+            bench.deploy(raw)  # a release of what the raw deploy did (untimed)
+            print(f"run {index + 1}: rollback", file=sys.stderr, flush=True)
+            results.setdefault("rollback: ours", []).append(bench.measured(
+                lambda: bench.inv("rollback", f"--env={ENV}", "--no-smoke")))  # fmt: skip
+            live = ours
+    finally:
+        bench.close()
+    rows = []
+    cases = (("change", "change of every app service", "docker stack deploy of the same file"),
+             ("rollback", "rollback of the whole stack", "-"))  # fmt: skip
+    for case, label, baseline in cases:
+        ours, raw = results[f"{case}: ours"], results.get(f"{case}: raw", [])
+        for metric, unit, pick in (
+            ("wall time", "s", lambda r: r[0]),
+            ("failed requests", "requests", lambda r: r[1]["failed"]),
+            ("p99 latency", "ms", lambda r: r[1]["p99_ms"]),
+            ("WebSocket messages lost", "messages", lambda r: r[1]["messages_lost"]),
+        ):
+            values = [float(pick(r)) for r in ours]
+            base = [float(pick(r)) for r in raw]
+            entry = row(f"swarm: {label}", metric, statistics.median(values), unit, baseline,
+                        statistics.median(base) if base else 0.0, len(values))  # fmt: skip
+            entry["value_runs"] = stats(values)
+            if base:
+                entry["baseline_runs"] = stats(base)
+            entry["requests"] = [r[1]["requests"] for r in ours]
+            entry["failed"] = [r[1]["failed"] for r in ours]
+            entry["retried"] = [r[1].get("retried_on_closed_connection", 0) for r in ours]
+            if raw:
+                entry["baseline_requests"] = [r[1]["requests"] for r in raw]
+                entry["baseline_failed"] = [r[1]["failed"] for r in raw]
+                entry["baseline_retried"] = [r[1].get("retried_on_closed_connection", 0)
+                                             for r in raw]  # fmt: skip
+            rows.append(entry)
+            print(f"{label:30} {metric:24} ours {entry['value_runs']}  raw "
+                  f"{entry.get('baseline_runs', '-')} {unit}")  # fmt: skip
+    print(write("swarm", rows))
+
+
+if __name__ == "__main__":
+    main()
