@@ -10,7 +10,8 @@ import yaml
 
 from deploysuite.engines import swarmstack as ss
 
-PASSWORD = "pw$x-not-in-any-file"
+PASSWORD = "pw$x-not-in-any-file"  # pragma: allowlist secret
+ESCAPED = "pw$$x-not-in-any-file"  # pragma: allowlist secret
 TOKEN = "token-secret-value-123"
 
 # Shapes as `docker compose config --format json` writes them (a literal $ stays $$).
@@ -37,14 +38,14 @@ COMPOSE = {
         "auth": {
             "image": "reg/auth@sha256:bb", "user": "1001:1001",
             "environment": {"POSTGRES_HOST": "postgres", "LOG_LEVEL": "info",
-                            "POSTGRES_PASSWORD": "pw$$x-not-in-any-file",
+                            "POSTGRES_PASSWORD": ESCAPED,
                             "AUTH_TOKEN_SECRET": TOKEN},
             "networks": {"frontend": None, "backend": None},
             "healthcheck": {"test": ["CMD", "true"], "interval": "5s"},
         },
         "postgres": {
             "image": "reg/postgres:15", "shm_size": 134217728,
-            "environment": {"POSTGRES_PASSWORD": "pw$$x-not-in-any-file", "POSTGRES_USER": "u"},
+            "environment": {"POSTGRES_PASSWORD": ESCAPED, "POSTGRES_USER": "u"},
             "healthcheck": {"test": ["CMD-SHELL", "pg_isready -U \"$${POSTGRES_USER}\""]},
             "ports": [{"mode": "ingress", "host_ip": "127.0.0.1", "target": 5432,
                        "published": "5432"}],
@@ -59,6 +60,9 @@ COMPOSE = {
     "volumes": {"postgres-data": {}, "acme-webroot": {}, "unused-data": {}},
 }  # fmt: skip
 
+PG_KEY, TOKEN_KEY = "POSTGRES_PASSWORD", "AUTH_TOKEN_SECRET"
+SECRET_KEYS = {PASSWORD: PG_KEY, TOKEN: TOKEN_KEY}
+
 BIND = {
     "/r/nginx/nginx.conf": {"": b"events {}\n"},
     "/r/tls": {"cert.pem": b"CERT", "privkey.pem": b"PRIVATE KEY"},
@@ -68,7 +72,7 @@ BIND = {
 def render(compose=COMPOSE, **changes):
     opts = ss.SwarmOptions(
         project="proj",
-        secret_values={PASSWORD: "POSTGRES_PASSWORD", TOKEN: "AUTH_TOKEN_SECRET"},
+        secret_values=SECRET_KEYS,
         bind_files=BIND,
         replicas={"auth": 3},
     )
@@ -107,10 +111,13 @@ def test_one_value_is_one_object_shared_by_every_service_that_reads_it():
 
 def test_objects_are_named_by_content_so_a_rotation_is_a_new_name():
     before = render()
-    rotated = render(
-        secret_values={"new-password": "POSTGRES_PASSWORD", TOKEN: "AUTH_TOKEN_SECRET"}
-    )
-    assert set(before.secrets) != set(rotated.secrets)
+    new_value = "rotated-value-0123456789"
+    changed = json.loads(json.dumps(COMPOSE).replace(ESCAPED, new_value))
+    rotated = render(changed, secret_values={new_value: PG_KEY, TOKEN: TOKEN_KEY})
+    old = {n for n in before.secrets if "postgres_password" in n}
+    new = {n for n in rotated.secrets if "postgres_password" in n}
+    assert old and new and old.isdisjoint(new)
+    assert new_value not in json.dumps(rotated.doc)
     assert render().secrets == before.secrets  # same input, same names
     name = ss.object_name("proj", "postgres_password", b"x")
     assert name.startswith("proj-postgres_password-") and len(name) <= 64
