@@ -300,6 +300,23 @@ def finish(
 # --- rollback -----------------------------------------------------------------------------
 
 
+def rollback_target(
+    releases: list[dict[str, object]], current: str | None, to: str | None, env: str
+) -> str:
+    """The release a rollback returns to: `to` (id prefix or git SHA) or the one before the
+    live one; a clear error when there is none."""
+    try:
+        target = rel.resolve(releases, to) if to else rel.previous_release(releases, current)
+    except LookupError as exc:
+        raise SuiteError(str(exc), f"inv releases --env={env}") from None
+    if target is None:
+        raise SuiteError(
+            f"no earlier release of '{env}' to roll back to (live: {current})",
+            f"inv releases --env={env}",
+        )
+    return str(target["release"])
+
+
 def rollback_remote(
     s: Session, to: str | None, *, wait_timeout: int = 300, run_smoke_checks: bool = True,
     lock_wait: float = 0, confirm: object = None,
@@ -309,16 +326,7 @@ def rollback_remote(
     config, events = s.config, s.events
     with connect(s) as t:
         releases, current = read_releases(t)
-        try:
-            target = rel.resolve(releases, to) if to else rel.previous_release(releases, current)
-        except LookupError as exc:
-            raise SuiteError(str(exc), f"inv releases --env={config.env}") from None
-        if target is None:
-            raise SuiteError(
-                f"no earlier release of '{config.env}' to roll back to (live: {current})",
-                f"inv releases --env={config.env}",
-            )
-        target_id = str(target["release"])
+        target_id = rollback_target(releases, current, to, config.env)
         if callable(confirm):
             confirm(current, target_id)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": target_id,

@@ -40,7 +40,13 @@ from deploysuite.deploy import release as rel
 from deploysuite.deploy.hooks import run_hook
 from deploysuite.deploy.local import deploy_paths, nginx_settings, prepare_tls, require_valid_config
 from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
-from deploysuite.deploy.remote import ReleasePlan, RemoteOutcome, RolloutOptions, finish
+from deploysuite.deploy.remote import (
+    ReleasePlan,
+    RemoteOutcome,
+    RolloutOptions,
+    finish,
+    rollback_target,
+)
 from deploysuite.deploy.rollout import DATABASE_SERVICES
 from deploysuite.deploy.shipment import PROMETHEUS_CONFIG, build_and_push, compose_variables_env
 from deploysuite.deploy.smoke import CheckResult, SmokeTarget, run_smoke
@@ -392,14 +398,7 @@ def rollback_swarm(s: Session, to: str | None, *, wait_timeout: int = 300,
     with connect_swarm(s) as st:
         t = st.t
         releases, current = read_releases(t)
-        try:
-            target = rel.resolve(releases, to) if to else rel.previous_release(releases, current)
-        except LookupError as exc:
-            raise SuiteError(str(exc), f"inv releases --env={config.env}") from None
-        if target is None:
-            raise SuiteError(f"no earlier release of '{config.env}' to roll back to "
-                             f"(live: {current})", f"inv releases --env={config.env}")  # fmt: skip
-        target_id = str(target["release"])
+        target_id = rollback_target(releases, current, to, config.env)
         if callable(confirm):
             confirm(current, target_id)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": target_id,
