@@ -3,6 +3,8 @@ help text, and the confirmation before destructive work. Only this module and ta
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,10 @@ from typing import Any
 import invoke
 
 from deploysuite.core.errors import SuiteError
+
+# `kill -USR1 PID` prints every thread's stack to stderr and the task goes on: where a deploy
+# that seems stuck is waiting, without a debugger on the laptop or CI runner.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 # help= text shared by the flags most tasks take.
 COMMON_HELP = {

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import shlex
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,15 @@ class SshConnection:
         every runner bound to this object goes on over it."""
         self.client.close()
         self.client = self._connect()
+
+    def renew(self) -> None:
+        """A new connection in place of one a Ctrl-C went through. The signal can land anywhere
+        in paramiko's code, even between taking one of its locks and the `try` that gives it
+        back, after which every later command on that connection waits forever. The old one is
+        not reused: it is closed in the background, where a lock it may hold can stall no one."""
+        old = self.client
+        self.client = self._connect()
+        threading.Thread(target=old.close, name="close interrupted ssh", daemon=True).start()
 
     def lost(self, exc: BaseException) -> ConnectionLost:
         return ConnectionLost(

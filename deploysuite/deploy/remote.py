@@ -101,7 +101,7 @@ def roll_back(t: Target, outcome: RemoteOutcome, to: str, wait_timeout: int, rol
     died). When that fails too, nothing more is tried: the operator is told exactly what runs."""
     events = t.runner.events
     try:
-        t.reconnect_if_lost()
+        t.reconnect_after(outcome.failure)
         with events.step(f"roll back to {to}"):
             converge(t, to, wait_timeout, rolling)
         outcome.outcome = "rolled back"
@@ -345,6 +345,7 @@ def rollback_remote(
             except BaseException as exc:  # any failure: say what runs now
                 outcome.failure, outcome.outcome = exc, "failed"
                 outcome.rollback_error = "stopped part-way"
+                t.reconnect_after(exc)
                 events.info(f"  left as is; what runs on {t.conn.host.name} now:")
                 for line in running_report(t.engine(target_id)):
                     events.info(line)

@@ -359,7 +359,7 @@ def roll_back(st: SwarmTarget, outcome: RemoteOutcome, to: str, wait_timeout: in
     """The previous release's stack file again: every service and nginx in one deploy."""
     t, events = st.t, st.t.runner.events
     try:
-        t.reconnect_if_lost()
+        t.reconnect_after(outcome.failure)
         with events.step(f"roll back to {to} (the whole stack)"):
             engine = st.engine(outcome.release)
             engine.deploy(f"{t.layout.release(to)}/{STACK_FILE}", prune=True)

@@ -51,6 +51,16 @@ class Target:
             with self.runner.events.step(f"reconnect to {self.conn.host.name}"):
                 self.conn.reconnect()
 
+    def reconnect_after(self, failure: BaseException | None) -> None:
+        """Before the rollback: a new connection when the old one died, or when a Ctrl-C
+        interrupted a command on it (SshConnection.renew says why it is not reused)."""
+        if isinstance(failure, KeyboardInterrupt) and self.conn.alive():
+            step = f"reconnect to {self.conn.host.name} (the interrupted connection is not reused)"
+            with self.runner.events.step(step):
+                self.conn.renew()
+        else:
+            self.reconnect_if_lost()
+
 
 @contextmanager
 def connect(s: Session) -> Iterator[Target]:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,25 @@ def like_a_terminal() -> None:
     """Ctrl-C reaches the child as in a terminal, even when this run was started with SIGINT
     ignored (a background job of a non-interactive shell ignores it, and so would the child)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def watchdog(proc: subprocess.Popen[str], seconds: float = 600) -> Iterator[None]:
+    """A deploy that hangs prints every thread's stack (SIGUSR1: the suite's faulthandler) and
+    is killed: the test then fails with where it waited, in bounded time."""
+
+    def fire() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(3)
+            proc.kill()
+
+    timer = threading.Timer(seconds, fire)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 ROLLING = ("auth", "chat", "billing", "analytics", "orchestrator", "email-worker")
@@ -332,16 +353,18 @@ def test_ctrl_c_mid_deploy_rolls_back_and_releases_the_lock(remote):
     )  # fmt: skip
     lines: list[str] = []
     assert proc.stderr is not None
-    for line in proc.stderr:
-        lines.append(line)
-        if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
-            proc.send_signal(signal.SIGINT)
-            break
-    lines += proc.stderr.readlines()
-    code = proc.wait(timeout=600)
+    with watchdog(proc):
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += proc.stderr.readlines()
+    code = proc.wait(timeout=60)
     text = "".join(lines)
     assert code == 130, text[-3000:]
     assert "interrupted: rolling back" in text and f"roll back to {current}" in text
+    assert "the interrupted connection is not reused" in text
     assert not Path(lock_path(remote.root, "loopback")).exists()
     assert remote.current() == current
     # consistent: what runs is exactly the live release (a deploy of it has nothing to do)
@@ -360,16 +383,17 @@ def test_a_dropped_ssh_connection_mid_rollout_rolls_back_over_a_new_one(remote, 
     )  # fmt: skip
     lines: list[str] = []
     assert proc.stderr is not None
-    for line in proc.stderr:
-        lines.append(line)
-        if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
-            # every session of the test sshd dies (the listener stays): the deploy's connection
-            # is cut under whatever command it runs, as when a network drops
-            for pid in descendants(ssh_host.process.pid):
-                os.kill(pid, signal.SIGKILL)
-            break
-    lines += proc.stderr.readlines()
-    code = proc.wait(timeout=600)
+    with watchdog(proc):
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("✓ roll auth"):  # one service replaced, the next one starting
+                # every session of the test sshd dies (the listener stays): the deploy's
+                # connection is cut under whatever command it runs, as when a network drops
+                for pid in descendants(ssh_host.process.pid):
+                    os.kill(pid, signal.SIGKILL)
+                break
+        lines += proc.stderr.readlines()
+    code = proc.wait(timeout=60)
     text = "".join(lines)
     last = text.strip().splitlines()[-1]
     assert code == 7, text[-3000:]

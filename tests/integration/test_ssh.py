@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -75,3 +76,16 @@ def test_unreachable_host_is_a_clear_error(ssh_host):
 
     with pytest.raises(SshError, match="is not reachable"):
         SshConnection(host_of(ssh_host, port=free_port()), timeout=3)
+
+
+def test_renew_replaces_an_interrupted_connection_and_closes_the_old_one(ssh_host):
+    with SshConnection(host_of(ssh_host)) as conn:
+        old = conn.client.get_transport()
+        conn.renew()
+        assert conn.client.get_transport() is not old
+        code, out, _ = conn.run(("echo", "still here"))
+        assert (code, out.strip()) == (0, "still here")
+        deadline = time.monotonic() + 10
+        while old is not None and old.is_active() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert old is not None and not old.is_active()
