@@ -11,9 +11,17 @@ nginx on the edge node and posts 5 chat messages/s while 5 WebSocket clients lis
                                 Raw: the live release's own stack file with LOG_LEVEL changed,
                                 `docker stack deploy --with-registry-auth` on the manager, then
                                 polled until every service has converged.
+  change of one service         LOG_LEVEL of chat alone (services/chat/env/swarm-loopback.env,
+                                the service's own override, removed afterwards). Raw: the live
+                                stack file with chat's LOG_LEVEL changed, deployed the same way.
   rollback of the whole stack   `inv rollback` to the previous release (no raw counterpart: a
                                 raw user would deploy the previous file again, which is what
                                 the suite does; the row has no baseline).
+  worker node killed            `docker kill` of an app worker's container under load: seconds
+                                until `inv status` shows every app service healthy on the nodes
+                                left, and the requests that failed meanwhile (no baseline: Swarm
+                                reschedules the same way whoever deployed the stack). The node
+                                is started again and the stack rebalanced before the next run.
 
 The stack's nginx allows 400 requests/s per client here (NGINX_API_RATE), so that 429s from the
 rate limit never count as failures of either side. The kernel has no IPVS: both sides use the
@@ -37,15 +45,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from common import REPO, row, write
 
 sys.path.insert(0, str(REPO))
 from deploysuite.images.recipes import BASE_IMAGES, base_image_ref
 from tests.integration.conftest import Registry
-from tests.integration.swarm import SwarmNodes
-from tests.integration.test_swarm_deploy import ENV, SwarmEnv
+from tests.integration.swarm import SwarmNodes, docker
+from tests.integration.test_swarm_deploy import APP, ENV, SwarmEnv
 
 LEVELS = ("WARNING", "ERROR", "INFO", "DEBUG")
+ONE = "chat"  # the service the one-service case changes
+OVERRIDE = REPO / "services" / ONE / "env" / f"{ENV}.env"
 
 
 class Bench:
@@ -68,13 +79,30 @@ class Bench:
     def deploy(self, level: str) -> None:
         self.inv("deploy", f"--env={ENV}", "--no-smoke", "--set", f"LOG_LEVEL={level}")
 
-    def raw_deploy(self, level: str) -> None:
-        """The live release's stack file, LOG_LEVEL changed, deployed as a person would."""
+    def deploy_one(self, level: str) -> None:
+        """LOG_LEVEL of one service, through its own override file of this environment."""
+        OVERRIDE.write_text(f"LOG_LEVEL={level}\n")
+        self.inv("deploy", f"--env={ENV}", "--no-smoke")
+
+    def raw_deploy(self, level: str, only: str | None = None) -> None:
+        """The live release's stack file, LOG_LEVEL changed (of every service, or of `only`),
+        deployed as a person would."""
         env = self.env
         live = f"{env.root}/{ENV}/releases/{env.current()}/stack.yml"
+        stack = yaml.safe_load(self.nodes.manager_exec("cat", live))
+        for name, service in stack["services"].items():
+            environment = service.get("environment")
+            changed = only in (None, name)
+            if changed and isinstance(environment, dict) and "LOG_LEVEL" in environment:
+                environment["LOG_LEVEL"] = level
+        with tempfile.NamedTemporaryFile("w", suffix=".yml") as edited:
+            yaml.safe_dump(stack, edited, sort_keys=False)
+            edited.flush()
+            docker("cp", edited.name, f"{self.nodes.nodes[0].name}:/tmp/bench-stack.yml")
+        self.nodes.manager_exec("chown", "deploy", "/tmp/bench-stack.yml")
         script = (
-            "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
-            f"sed -E 's/(LOG_LEVEL: ).*/\\1{level}/' {shlex.quote(live)} > \"$d/stack.yml\"; "
+            "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\" /tmp/bench-stack.yml' EXIT; "
+            'mv /tmp/bench-stack.yml "$d/stack.yml"; '
             f"printf '%s' {shlex.quote(env.env['REGISTRY_PASSWORD'])} | docker --config \"$d\" "
             f"login --username {shlex.quote(env.env['REGISTRY_USERNAME'])} --password-stdin "
             f"{shlex.quote(self.registry.host)} >/dev/null; "
@@ -101,6 +129,39 @@ class Bench:
                 return
             time.sleep(0.5)
         raise RuntimeError("the raw stack deploy did not converge")
+
+    def kill_worker(self) -> tuple[float, dict[str, object]]:
+        """Kill the app worker that runs the most app tasks, under load; seconds until every
+        app service is healthy on the nodes left. The node is started again afterwards."""
+        env = self.env
+        workers = [n for n in self.nodes.nodes if "app" in n.roles]
+
+        def app_rows() -> list[dict[str, str]]:
+            status = env.inv("status", f"--env={ENV}", "--json")
+            rows = json.loads(status.stdout)["rows"] if status.stdout.strip() else []
+            return [r for r in rows if r["service"] in APP]
+
+        placed = app_rows()
+        victim = max(workers, key=lambda n: sum(n.name in r["nodes"] for r in placed))
+        recovered = None
+        with env.load() as load:
+            time.sleep(3)
+            killed = time.monotonic()
+            self.nodes.kill(victim)
+            while time.monotonic() - killed < 180:
+                rows = app_rows()
+                if rows and all(victim.name not in r["nodes"] and r["health"] == "ok"
+                                for r in rows):  # fmt: skip
+                    recovered = time.monotonic() - killed
+                    break
+                time.sleep(1)
+            time.sleep(3)
+        self.nodes.restart(victim)
+        if recovered is None:
+            raise RuntimeError(f"the tasks of {victim.name} were not rescheduled in 180 s")
+        print(f"  {victim.name} killed: {recovered:.1f} s {json.dumps(load.report)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return recovered, load.report
 
     def measured(self, action) -> tuple[float, dict[str, object]]:  # type: ignore[no-untyped-def]
         with self.env.load() as load:
@@ -146,11 +207,27 @@ def main() -> None:
             results.setdefault("rollback: ours", []).append(bench.measured(
                 lambda: bench.inv("rollback", f"--env={ENV}", "--no-smoke")))  # fmt: skip
             live = ours
+        bench.deploy(live)  # a release whose chat runs at `live` like the rest (untimed)
+        for index in range(args.runs):
+            ours, raw = LEVELS[(2 * index + 1) % 4], LEVELS[(2 * index + 2) % 4]
+            print(f"run {index + 1}: ours {ONE} LOG_LEVEL={ours}", file=sys.stderr, flush=True)
+            results.setdefault("one: ours", []).append(
+                bench.measured(lambda o=ours: bench.deploy_one(o)))  # fmt: skip
+            print(f"run {index + 1}: raw {ONE} LOG_LEVEL={raw}", file=sys.stderr, flush=True)
+            results.setdefault("one: raw", []).append(
+                bench.measured(lambda r=raw: bench.raw_deploy(r, only=ONE)))  # fmt: skip
+            bench.deploy_one(raw)  # a release of what the raw deploy did (untimed)
+        for index in range(args.runs):
+            print(f"run {index + 1}: worker node killed", file=sys.stderr, flush=True)
+            results.setdefault("kill: ours", []).append(bench.kill_worker())
     finally:
+        OVERRIDE.unlink(missing_ok=True)
         bench.close()
     rows = []
     cases = (("change", "change of every app service", "docker stack deploy of the same file"),
-             ("rollback", "rollback of the whole stack", "-"))  # fmt: skip
+             ("one", f"change of one service ({ONE})", "docker stack deploy of the same file"),
+             ("rollback", "rollback of the whole stack", "-"),
+             ("kill", "worker node killed: app services healthy again", "-"))  # fmt: skip
     for case, label, baseline in cases:
         ours, raw = results[f"{case}: ours"], results.get(f"{case}: raw", [])
         for metric, unit, pick in (
