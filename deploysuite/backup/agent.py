@@ -14,26 +14,32 @@ Every loop (10 s) it
 A failed run is retried after BACKUP_RETRY_MINUTES and posted to NOTIFY_WEBHOOK_URL. The state
 (status.json in BACKUP_STATE_DIR) is what the healthcheck judges: the newest verified backup
 against the RPO, the spool's oldest segment against WAL_MAX_LAG_SECONDS, the archiver's last
-failure, the last run's error and the loop's heartbeat.
+failure, the last run's error and the loop's heartbeat. While `run` loops, the same state is
+served as Prometheus metrics on BACKUP_METRICS_ADDRESS:BACKUP_METRICS_PORT (`GET /metrics`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deploysuite.backup import catalog as bk
-from deploysuite.backup import dump, pitr, postgres, wal
+from deploysuite.backup import dump, metrics, pitr, postgres, wal
 from deploysuite.backup import s3 as s3store
 from deploysuite.backup.context import BackupContext, open_bucket
 from deploysuite.config.layers import Config, load_config
@@ -68,6 +74,8 @@ class AgentSettings:
     wal_max_lag_seconds: float
     spool: Path
     state_dir: Path
+    metrics_address: str
+    metrics_port: int
 
 
 def agent_settings(config: Config) -> AgentSettings:
@@ -81,6 +89,11 @@ def agent_settings(config: Config) -> AgentSettings:
             raise SuiteError(f"{key}={raw!r} must be more than 0", f"fix {key}")
         return value
 
+    raw_port = config.require("BACKUP_METRICS_PORT")
+    if not (raw_port.isascii() and raw_port.isdigit()) or not 1 <= int(raw_port) <= 65535:
+        raise SuiteError(f"BACKUP_METRICS_PORT={raw_port!r} is not a TCP port (1-65535)",
+                         "fix BACKUP_METRICS_PORT")  # fmt: skip
+
     return AgentSettings(
         env=config.require("BACKUP_ENV"),
         interval=dt.timedelta(hours=env_number("BACKUP_INTERVAL_HOURS")),
@@ -93,6 +106,8 @@ def agent_settings(config: Config) -> AgentSettings:
         wal_max_lag_seconds=env_number("WAL_MAX_LAG_SECONDS"),
         spool=Path(config.require("WAL_SPOOL_DIR")),
         state_dir=Path(config.require("BACKUP_STATE_DIR")),
+        metrics_address=config.require("BACKUP_METRICS_ADDRESS"),
+        metrics_port=int(raw_port),
     )
 
 
@@ -270,6 +285,68 @@ def parse_pg_time(text: str) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text)
 
 
+class MetricsServer(ThreadingHTTPServer):
+    """`GET /metrics`: the state file rendered anew on every scrape, so it shows the latest tick
+    without the loop and the server sharing anything but the file."""
+
+    daemon_threads = True
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        if ":" in settings.metrics_address:
+            self.address_family = socket.AF_INET6
+        super().__init__((settings.metrics_address, settings.metrics_port), MetricsHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own also asks the resolver for the host's full name, a lookup that can
+        # hang where DNS is slow, for a name nothing here uses.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+
+class MetricsHandler(BaseHTTPRequestHandler):
+    server: MetricsServer
+    # a scraper that connects and sends nothing must not hold a thread for ever
+    timeout = 10
+    # the default header names the Python version, which no scraper needs
+    server_version = "backup-agent"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path != "/metrics":
+            self.reply(404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
+            return
+        settings = self.server.settings
+        text = metrics.status_metrics(
+            read_status(settings.state_dir), now_utc(), rpo_hours=settings.rpo_hours,
+            wal_archiving=settings.wal_archiving,
+            wal_max_lag_seconds=settings.wal_max_lag_seconds,
+        )  # fmt: skip
+        self.reply(200, metrics.CONTENT_TYPE, text.encode())
+
+    def reply(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Prometheus scrapes every 15 s: a line each would bury the agent's own log.
+        pass
+
+
+def start_metrics_server(settings: AgentSettings) -> MetricsServer:
+    """Bound and serving in a daemon thread; the caller stops it with `shutdown()` and
+    `server_close()`."""
+    server = MetricsServer(settings)
+    # serve_forever notices shutdown() only between polls: 0.1 s rather than its 0.5 s default
+    serve = functools.partial(server.serve_forever, poll_interval=0.1)
+    threading.Thread(target=serve, name="metrics", daemon=True).start()
+    return server
+
+
 def health(environ: dict[str, str]) -> int:
     s = container_session(environ)
     settings = agent_settings(s.config)
@@ -285,6 +362,20 @@ def health(environ: dict[str, str]) -> int:
           f"newest base backup {status.get('newest_base', '-')}, "
           f"WAL shipped {status.get('wal_shipped', 0)}")  # fmt: skip
     return 0
+
+
+def serve_metrics(s: Session, settings: AgentSettings) -> MetricsServer | None:
+    """None when the address cannot be bound: the backups matter more than their metrics, and
+    Prometheus's BackupMetricsAbsent alert reports the missing target."""
+    address = f"{settings.metrics_address}:{settings.metrics_port}"
+    try:
+        server = start_metrics_server(settings)
+    except OSError as exc:
+        s.events.info(f"error: metrics: cannot listen on {address}: {exc.strerror or exc}; "
+                      "backups go on without metrics (fix BACKUP_METRICS_PORT)")  # fmt: skip
+        return None
+    s.events.info(f"metrics on http://{address}/metrics")
+    return server
 
 
 def main(argv: list[str], environ: dict[str, str]) -> int:
@@ -309,13 +400,19 @@ def main(argv: list[str], environ: dict[str, str]) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        agent.learn_from_s3()
         s.events.info(f"backup service of '{agent.settings.env}': dumps every "
                       f"{agent.settings.interval}, WAL archiving "
                       f"{'on' if agent.settings.wal_archiving else 'off'}")  # fmt: skip
-        while not stop.is_set():
-            agent.tick()
-            stop.wait(LOOP_SECONDS)
+        server = serve_metrics(s, agent.settings)
+        try:
+            agent.learn_from_s3()
+            while not stop.is_set():
+                agent.tick()
+                stop.wait(LOOP_SECONDS)
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         return 0
     except SuiteError as exc:
         print(exc.one_line(), file=sys.stderr)

@@ -98,6 +98,8 @@ SERVICE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         "POSTGRES_ARCHIVE_MODE",
         "BASEBACKUP_INTERVAL_HOURS",
         "WAL_MAX_LAG_SECONDS",
+        "BACKUP_METRICS_ADDRESS",
+        "BACKUP_METRICS_PORT",
         "NOTIFY_WEBHOOK_URL",
     ),
 }
