@@ -30,6 +30,10 @@ SECRETS_BASELINE = ".secrets.baseline"
 YAMLLINT_CONFIG = ".yamllint"
 COMPOSE_FILE = "docker-compose.prod.yml"
 PROMETHEUS_CONFIG = PurePosixPath("prometheus/prometheus.yml")
+# The alert rules' templates and their promtool unit tests.
+PROMETHEUS_TEMPLATES = PurePosixPath("prometheus")
+PROMETHEUS_RULES = PROMETHEUS_TEMPLATES / "rules"
+PROMETHEUS_RULE_TESTS = PROMETHEUS_TEMPLATES / "tests"
 # The rendered upstreams name compose services, which nginx 1.22 resolves when it loads the
 # configuration; the deploy re-renders and reloads whenever containers change (see
 # tests/integration/test_nginx_config.py), so gixy's start-up DNS warning is expected.
@@ -252,6 +256,26 @@ def promtool_in_image_argv(image: str, config: Path) -> Argv:
         "--entrypoint", "promtool",
         image, "check", "config", f"/check/{config.name}",
     )  # fmt: skip
+
+
+def parse_promtool_test_failures(output: str) -> list[str]:
+    """`promtool test rules` output -> `<alert> at <eval time>` per failed expectation; a file
+    that fails as a whole (a rule file that does not load) gives its error line."""
+    found = [
+        f"{m.group(1)} at {m.group(2)}"
+        for m in re.finditer(r"alertname: (\S+), time: ([^,\s]+),", output)
+    ]
+    if found:
+        return found
+    # promtool prints a load error once per test group: each line once, in order
+    lines = (line.strip() for line in output.splitlines())
+    return list(
+        dict.fromkeys(
+            line
+            for line in lines
+            if line and not line.startswith(("Unit Testing", "SUCCESS", "FAILED"))
+        )
+    )
 
 
 # --- unit and integration stages --------------------------------------------------------------

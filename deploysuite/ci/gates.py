@@ -29,6 +29,16 @@ from deploysuite.core.runner import Command, Result, Runner
 from deploysuite.deploy.local import nginx_settings
 from deploysuite.edge.nginx import render_nginx, write_rendered
 from deploysuite.engines.stack import SERVICE_IMAGE_VARS
+from deploysuite.monitoring.rules import (
+    AlertThresholds,
+    alert_names,
+    alert_thresholds,
+    promtool_check_rules_argv,
+    promtool_test_argv,
+    render_rules,
+    rule_test_files,
+    write_rule_check_folder,
+)
 
 PROMETHEUS_IMAGE = "mysaaschat/prometheus:bookworm"
 AUDIT_PROBE_TIMEOUT = 5.0
@@ -241,6 +251,54 @@ def check_promtool(runner: Runner, root: Path) -> ci.CheckResult:
     return ci.CheckResult("promtool", "failed", tail(result))
 
 
+def check_promtool_rules(runner: Runner, root: Path) -> ci.CheckResult:
+    """The alert rules: every environment's rendering passes `promtool check rules`, and the
+    rendering with the default thresholds passes the unit tests of prometheus/tests."""
+    name = "promtool rules"
+    if not (root / ci.PROMETHEUS_RULES).is_dir():
+        return ci.CheckResult(name, "skipped", f"no {ci.PROMETHEUS_RULES} under {root}")
+    tests = rule_test_files(root / ci.PROMETHEUS_RULE_TESTS)
+    if not tests:
+        return ci.CheckResult(name, "failed", f"no unit tests in {ci.PROMETHEUS_RULE_TESTS}")
+    image: str | None = None
+    where = "promtool on PATH"
+    if not shutil.which("promtool"):
+        probe = _run(
+            runner, ("docker", "image", "inspect", "--format", "{{.Id}}", PROMETHEUS_IMAGE)
+        )
+        if not probe.ok:
+            return ci.CheckResult(
+                name,
+                "skipped",
+                f"not checked: no promtool on PATH and no {PROMETHEUS_IMAGE} image "
+                "(inv images.bootstrap --only prometheus)",
+            )
+        image, where = PROMETHEUS_IMAGE, f"promtool in {PROMETHEUS_IMAGE}"
+    templates = root / ci.PROMETHEUS_TEMPLATES
+    defaults = render_rules(AlertThresholds(), templates)
+    envs = known_environments(root)
+    with tempfile.TemporaryDirectory(prefix="ci-rules-") as scratch:
+        folder = Path(scratch)
+        rule_files, test_files = write_rule_check_folder(folder, defaults, tests)
+        for env in envs:
+            rendered = render_rules(alert_thresholds(load_config(env, root=root)), templates)
+            env_rules, _ = write_rule_check_folder(folder / "envs" / env, rendered, {})
+            rule_files += [f"envs/{env}/{rel}" for rel in env_rules]
+        check = _run(runner, promtool_check_rules_argv(image, folder, rule_files), timeout=120)
+        if not check.ok:
+            return ci.CheckResult(name, "failed", tail(check))
+        result = _run(runner, promtool_test_argv(image, folder, test_files), timeout=300)
+    if not result.ok:
+        failures = ci.parse_promtool_test_failures(result.stderr + result.stdout)
+        return ci.CheckResult(name, "failed", ci.first_lines(failures) or tail(result))
+    return ci.CheckResult(
+        name,
+        "passed",
+        f"{len(alert_names(defaults))} alerts pass {len(test_files)} test files; "
+        f"rules of {len(envs)} environment(s) valid ({where})",
+    )
+
+
 def run_quality(runner: Runner, inputs: QualityInputs) -> list[ci.CheckResult]:
     """Every gate of stage 1, all of them, in a fixed order."""
     root = inputs.root
@@ -261,6 +319,7 @@ def run_quality(runner: Runner, inputs: QualityInputs) -> list[ci.CheckResult]:
         gate("yamllint", lambda: check_yamllint(runner, root, files)),
         gate("detect-secrets", lambda: check_secrets(runner, root, files)),
         gate("promtool", lambda: check_promtool(runner, root)),
+        gate("promtool rules", lambda: check_promtool_rules(runner, root)),
     ]
     return results
 

@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_IMAGES = ("python", "postgres", "redis", "nginx", "rabbitmq", "prometheus")
+BASE_IMAGES = ("python", "postgres", "redis", "nginx", "rabbitmq", "prometheus", "alertmanager")
 RECIPE_LABEL = "org.mysaaschat.recipe"
 DEBIAN_SUITE = "bookworm"
 DEBOOTSTRAP_VARIANT = "minbase"
 ROOTFS_IMAGE = f"mysaaschat/debian:{DEBIAN_SUITE}"
-# debootstrap writes about 200 MB, the import doubles it for a moment, the six images take ~1.5 GB.
+# debootstrap writes about 200 MB, the import doubles it for a moment, the seven images take
+# ~1.7 GB.
 MIN_FREE_BYTES = 3 * 1024**3
 
 

@@ -238,6 +238,14 @@ EXPECTED_CONFIG = {
         "Volumes": {"/prometheus"},
         "User": "65534:65534",
     },
+    "alertmanager": {
+        "Entrypoint": ["/bin/alertmanager"],
+        "Cmd": ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"],
+        "ExposedPorts": {"9093/tcp"},
+        "Volumes": {"/alertmanager"},
+        "WorkingDir": "/alertmanager",
+        "User": "65534:65534",
+    },
 }
 
 
@@ -546,3 +554,22 @@ def test_prometheus_ready_scrapes_itself_and_config_valid(
     )
     assert _proc_uid(container) == 65534
     assert _exec_ok(container, ["stat", "-c", "%u", "/prometheus/wal"]).strip() == "65534"
+
+
+# --- alertmanager -------------------------------------------------------------------
+
+
+def test_alertmanager_ready_as_nobody_with_amtool_and_a_valid_default_config(
+    base_images: dict[str, str], run_container: RunContainer
+) -> None:
+    container = run_container(base_images["alertmanager"])
+    code, output = _http_probe(
+        run_container, base_images["python"], container, "http://127.0.0.1:9093/-/ready"
+    )
+    assert code == 0, f"{output}\n{_logs(container)}"
+    checked = _exec_ok(container, ["amtool", "check-config", "/etc/alertmanager/alertmanager.yml"])
+    assert "SUCCESS" in checked
+    assert _proc_uid(container) == 65534
+    assert _exec_ok(container, ["stat", "-c", "%u", "/alertmanager"]).strip() == "65534"
+    # compose healthchecks of either image call wget
+    assert "/wget" in _exec_ok(container, ["sh", "-c", "command -v wget"])

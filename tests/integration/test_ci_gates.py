@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,12 +47,15 @@ def rows_by_check(doc: dict) -> dict[str, dict]:
 # --- ci.quality -----------------------------------------------------------------------------
 
 
-def test_quality_passes_on_the_repository():
+def test_quality_passes_on_the_repository(base_images):
+    # base_images: the promtool gates use the Prometheus image when promtool is not on PATH
     code, doc, stderr = inv("ci.quality")
     failed = [r for r in doc["rows"] if r["status"] == "failed"]
     assert code == 0 and doc["passed"], f"{failed}\n{stderr}"
     checks = {r["check"] for r in doc["rows"]}
-    assert {"ruff", "hadolint", "yamllint", "detect-secrets", "promtool"} <= checks
+    gates = {"ruff", "hadolint", "yamllint", "detect-secrets", "promtool", "promtool rules"}
+    assert gates <= checks
+    assert rows_by_check(doc)["promtool rules"]["status"] == "passed"
     for env in ("local", "staging", "production"):
         assert rows_by_check(doc)[f"gixy ({env})"]["status"] == "passed"
         assert rows_by_check(doc)[f"compose ({env})"]["status"] == "passed"
@@ -95,6 +99,7 @@ def test_quality_fails_on_each_bad_fixture_and_runs_every_check(bad_tree):
     assert rows["ruff"]["status"] == "passed"
     assert rows["compose"]["status"] == "skipped"
     assert rows["promtool"]["status"] == "skipped"
+    assert rows["promtool rules"]["status"] == "skipped"
 
 
 def test_quality_passes_the_same_tree_once_fixed(bad_tree, tmp_path: Path):
@@ -105,6 +110,24 @@ def test_quality_passes_the_same_tree_once_fixed(bad_tree, tmp_path: Path):
     write_rendered(render_nginx(NginxSettings(server_names=("localhost",))), clean)
     code, doc, stderr = inv("ci.quality", "--root", str(root), "--nginx", str(clean))
     assert code == 0, f"{doc['rows']}\n{stderr}"
+
+
+def test_quality_fails_when_an_alert_rule_no_longer_passes_its_unit_test(
+    base_images, tmp_path: Path
+):
+    """A tree whose ServiceDown waits 3 minutes instead of the 1 its unit test expects: the
+    promtool rules gate fails, names the expectation that broke, and only it fails."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "prometheus" / "rules", root / "prometheus" / "rules")
+    shutil.copytree(REPO / "prometheus" / "tests", root / "prometheus" / "tests")
+    template = root / "prometheus" / "rules" / "services.yml.j2"
+    text = template.read_text()
+    assert "for: [[ t.service_down_for ]]" in text
+    template.write_text(text.replace("for: [[ t.service_down_for ]]", "for: 3m", 1))
+    code, doc, _ = inv("ci.quality", "--root", str(root))
+    rows = rows_by_check(doc)
+    assert code != 0 and doc["failed"] == ["promtool rules"], doc["rows"]
+    assert "ServiceDown at 2m" in rows["promtool rules"]["detail"]
 
 
 # --- ci.scan --------------------------------------------------------------------------------

@@ -153,6 +153,23 @@ def test_parse_yamllint_splits_errors_and_warnings():
     )
 
 
+def test_parse_promtool_test_failures_names_each_alert_and_time():
+    # promtool 2.42's report of two expectations that did not hold
+    out = (
+        "Unit Testing:  /rules-check/tests/backups.test.yml\n  FAILED:\n"
+        "    alertname: BackupTooOld, time: 6h6m, \n"
+        "        exp:[\n            0:\n              Labels:{...}\n            ], \n"
+        "        got:[]\n\n"
+        "Unit Testing:  /rules-check/tests/services.test.yml\n  FAILED:\n"
+        "    alertname: ServiceDown, time: 2m, \n        exp:[], \n        got:[]\n"
+    )
+    assert ci.parse_promtool_test_failures(out) == ["BackupTooOld at 6h6m", "ServiceDown at 2m"]
+    # a test file that cannot load its rules fails as a whole, its error once per test group
+    error = '/rules-check/rules/host.yml: 22:15: group "host", rule 2: could not parse expression'
+    broken = f"Unit Testing:  /rules-check/tests/host.test.yml\n\n  FAILED:\n{error}\n{error}\n"
+    assert ci.parse_promtool_test_failures(broken) == [error]
+
+
 def test_new_secrets_ignores_audited_false_positives_but_not_real_ones():
     scan = {
         "results": {

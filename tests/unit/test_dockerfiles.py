@@ -14,7 +14,8 @@ DOCKERFILES = sorted(REPO.glob("docker/**/Dockerfile"))
 
 def test_the_product_has_its_dockerfiles():
     names = {p.parent.name for p in DOCKERFILES}
-    assert {"python", "postgres", "redis", "nginx", "rabbitmq", "prometheus", "service"} <= names
+    bases = {"python", "postgres", "redis", "nginx", "rabbitmq", "prometheus", "alertmanager"}
+    assert bases | {"service"} <= names
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))

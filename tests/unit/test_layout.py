@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "deploysuite"
 # lowest first: a package may import its own layer and the ones before it, never one after
-LAYERS = ("core", "config", "images", "edge", "engines", "backup", "deploy", "ci")
+LAYERS = ("core", "config", "images", "edge", "engines", "backup", "monitoring", "deploy", "ci")
 EDGE_ONLY = ("invoke",)  # only deploysuite.cli (and tasks/) may import these
 
 

@@ -1,0 +1,2 @@
+"""Alerting: Prometheus's alert rules and Alertmanager's routing, rendered from an environment's
+configuration, and the promtool and amtool commands that prove them."""
