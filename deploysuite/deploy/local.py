@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import secrets
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -47,6 +48,15 @@ from deploysuite.engines.stack import (
 )
 from deploysuite.images.build import build_services, git_version, service_bases
 from deploysuite.images.services import SERVICES
+from deploysuite.monitoring.stack import (
+    NGINX_STATUS_LISTEN,
+    monitoring_enabled,
+    monitoring_files,
+    monitoring_role_argv,
+    monitoring_role_sql,
+    readers_of,
+    write_monitoring_files,
+)
 
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
 DATA_STORES = ("postgres", "redis", "rabbitmq")
@@ -66,6 +76,16 @@ class DeployPaths:
     def tls_dir(self) -> Path:
         return self.build_dir / "tls"
 
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.build_dir / "prometheus"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The suite's own metrics (deploys, rollbacks), read by node-exporter's textfile
+        collector."""
+        return self.build_dir / "metrics"
+
 
 def server_names(config: Config) -> tuple[str, ...]:
     return tuple((config.get("SERVER_NAMES") or "localhost").split())
@@ -79,6 +99,7 @@ def nginx_settings(config: Config) -> NginxSettings:
         upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
         rate_api=config.get("NGINX_API_RATE") or "50r/s",
         rate_api_burst=whole_number("NGINX_API_BURST", config.get("NGINX_API_BURST"), "100"),
+        status_listen=NGINX_STATUS_LISTEN if monitoring_enabled(config) else None,
     )
 
 
@@ -98,6 +119,8 @@ def compose_env(config: Config, images: Mapping[str, str], paths: DeployPaths) -
             env[var] = ref
     env.setdefault("NGINX_RENDERED_DIR", str(paths.nginx_dir))
     env.setdefault("TLS_DIR", str(paths.tls_dir))
+    env["PROMETHEUS_CONFIG_DIR"] = str(paths.prometheus_dir)
+    env["DEPLOY_METRICS_DIR"] = str(paths.metrics_dir)
     return env
 
 
@@ -266,6 +289,8 @@ def converge_local(
     plan_stack = replace(stack, files=(compose_file, services_env))
     with events.step("TLS and nginx configuration"):
         nginx_action = prepare_edge(runner, config, paths)
+    with events.step("monitoring configuration"):
+        reread = prepare_monitoring(runner, config, paths)
     env = compose_env(config, images, paths)
     engine = ComposeEngine(runner, stack, env, config.env)
     state = engine.on_stack(plan_stack).plan()
@@ -274,6 +299,10 @@ def converge_local(
     changes = dict(plan.changes)
     if nginx_action != "none" and "nginx" not in changes:
         changes["nginx"] = f"configuration or certificate changed: {nginx_action}"
+    running = {c.service for c in state.containers}
+    reread = [name for name in reread if name in running and name not in changes]
+    for name in reread:
+        changes[name] = "monitoring configuration changed: recreate"
     if not changes:
         events.info("nothing to do: every service runs its current image and configuration")
         return DeployOutcome({}, state, [])
@@ -283,6 +312,10 @@ def converge_local(
     failure: Exception | None = None
     try:
         roll_out(engine, state, plan.changes, nginx_action, wait_timeout, rolling)
+        if reread:
+            with events.step(f"recreate {', '.join(reread)} (monitoring configuration)"):
+                engine.recreate(reread, wait_timeout)
+        ensure_monitoring_role(engine, config)
     except BaseException as exc:
         # Whatever stopped the change (a migration, a rollout, Ctrl-C): the previous environment
         # file again, which the containers that were not replaced still run from. The summary
@@ -299,6 +332,40 @@ def converge_local(
         with events.step("smoke tests through nginx over HTTPS"):
             results = asyncio.run(run_smoke(smoke_target(runner, config, stack, env, paths)))
     return DeployOutcome(changes, state, results, failure)
+
+
+def prepare_monitoring(runner: Runner, config: Config, paths: DeployPaths) -> list[str]:
+    """Prometheus's configuration and rules, Alertmanager's routing and the probe's module
+    under the build folder; the services whose files changed (to recreate)."""
+    ca = paths.tls_dir / tls.CA_CERT
+    files = monitoring_files(
+        config,
+        socket.gethostname(),
+        server_names(config)[0],
+        ca.read_bytes() if uses_local_ca(config) and ca.exists() else None,
+    )
+    if runner.dry_run:
+        changed = [rel for rel, data in files.items() if not (paths.build_dir / rel).is_file()
+                   or (paths.build_dir / rel).read_bytes() != data]  # fmt: skip
+        for rel in changed:
+            runner.events.command(f"[local] write {paths.build_dir / rel}", run=False)
+        return readers_of(changed)
+    paths.metrics_dir.mkdir(parents=True, exist_ok=True)
+    return readers_of(write_monitoring_files(files, paths.build_dir))
+
+
+def ensure_monitoring_role(engine: ComposeEngine, config: Config) -> None:
+    """The PostgreSQL exporter's read-only role, with the environment's password (idempotent:
+    a rotated password is set again)."""
+    password = config.get("MONITORING_DB_PASSWORD")
+    if not monitoring_enabled(config) or not password:
+        return
+    stack, user = engine.stack, config.get("MONITORING_DB_USER") or "monitoring"
+    argv = monitoring_role_argv(stack.project, stack.files, stack.profiles,
+                                config.require("POSTGRES_USER"))  # fmt: skip
+    with engine.runner.events.step(f"PostgreSQL role {user} of the exporter (pg_monitor)"):
+        engine.runner.run(Command(argv, env=engine.env, timeout=60,
+                                  input=monitoring_role_sql(user, password).encode()))  # fmt: skip
 
 
 def prepare_edge(runner: Runner, config: Config, paths: DeployPaths) -> str:

@@ -115,6 +115,10 @@ class NginxSettings:
     # (valid 1 s) and balances over every address it returns (the tasks, with endpoint_mode
     # dnsrr); a failed connect moves to the next address (proxy_next_upstream).
     dynamic_upstreams: bool = False
+    # host:port of stub_status for the nginx exporter (the `monitoring` profile): a name that
+    # resolves only on the monitoring network (an alias there), so nginx binds that address
+    # alone and nothing on frontend reaches it. None: no status server.
+    status_listen: str | None = None
 
     def __post_init__(self) -> None:
         # tuple("localhost") would quietly become one name per character.
@@ -133,6 +137,7 @@ class NginxSettings:
 
 _SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 _UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_STATUS_LISTEN = re.compile(r"^[a-z0-9][a-z0-9.-]*:[0-9]{1,5}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
 _SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
@@ -181,6 +186,8 @@ def _validate(s: NginxSettings) -> None:
         _fail(f"http_port and https_port are both {s.http_port}")
     if not s.upstreams:
         _fail("upstreams is empty")
+    if s.status_listen is not None and not _STATUS_LISTEN.match(s.status_listen):
+        _fail(f"status_listen {s.status_listen!r}: use name:port, e.g. nginx-status:8081")
     if s.dynamic_upstreams and s.resolver is None:
         _fail("dynamic_upstreams needs a resolver (127.0.0.11 in a Swarm)")
     if s.dynamic_upstreams and any(len(v) != 1 for v in s.upstreams.values()):

@@ -109,10 +109,15 @@ class ComposeEngine:
     def restart_proxy(self, wait_timeout: int) -> None:
         """nginx.conf is a single-file bind mount: a replaced file is seen only by a new
         container."""
+        self.recreate(("nginx",), wait_timeout)
+
+    def recreate(self, services: Sequence[str], wait_timeout: int) -> None:
+        """New containers of these services (no dependency touched), healthy before it returns:
+        what a changed single-file bind mount needs."""
         stack = self.stack
         argv = commands.compose(
             stack.project, stack.files, "up", "--detach", "--wait", "--wait-timeout",
-            str(wait_timeout), "--force-recreate", "--no-deps", "nginx", profiles=stack.profiles,
+            str(wait_timeout), "--force-recreate", "--no-deps", *services, profiles=stack.profiles,
         )  # fmt: skip
         self.runner.run(Command(argv, env=self.env, timeout=wait_timeout + 60))
 

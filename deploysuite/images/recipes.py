@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_IMAGES = ("python", "postgres", "redis", "nginx", "rabbitmq", "prometheus", "alertmanager")
+BASE_IMAGES = (
+    "python", "postgres", "redis", "nginx", "rabbitmq", "prometheus", "alertmanager", "exporters",
+)  # fmt: skip
 RECIPE_LABEL = "org.mysaaschat.recipe"
 DEBIAN_SUITE = "bookworm"
 DEBOOTSTRAP_VARIANT = "minbase"
