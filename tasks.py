@@ -8,7 +8,7 @@ __path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")]
 
 from invoke import Collection
 
-from tasks import backup, certs, ci, cluster, deploy, dr, env, images, lock, nginx
+from tasks import alerts, backup, certs, ci, cluster, deploy, dr, env, images, lock, nginx
 
 ns = Collection()
 ns.add_collection(env.ns)
@@ -17,6 +17,7 @@ ns.add_collection(nginx.ns)
 ns.add_collection(certs.ns)
 ns.add_collection(lock.ns)
 ns.add_collection(cluster.ns)
+ns.add_collection(alerts.ns)
 ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)
 ns.add_collection(ci.ns)
