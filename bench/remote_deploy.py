@@ -104,7 +104,7 @@ class Bench:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             layout = rel.layout(self.root, "loopback")
-            for name, data in release_files(config, images, layout).items():
+            for name, data in release_files(config, images, layout, "app1").items():
                 (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 (folder / name).write_bytes(data)
             subprocess.run(

@@ -9,6 +9,7 @@ import json
 import secrets
 import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ from deploysuite.engines.stack import (
 )
 from deploysuite.images.build import build_services, git_version, service_bases
 from deploysuite.images.services import SERVICES
+from deploysuite.monitoring.deploymetrics import METRICS_FILE, deploy_metrics
 from deploysuite.monitoring.stack import (
     NGINX_STATUS_LISTEN,
     monitoring_enabled,
@@ -253,7 +255,24 @@ def deploy_local(
     A no-op (same images, same configuration, same nginx files) changes nothing and says so.
     """
     with tempfile.TemporaryDirectory(prefix="deploy-plan-") as scratch:
-        return converge_local(s, Path(scratch), wait_timeout, run_smoke_checks, rolling)
+        outcome = converge_local(s, Path(scratch), wait_timeout, run_smoke_checks, rolling)
+    if outcome.changes and not s.runner.dry_run:
+        failed = outcome.failure is not None or any(not r.ok for r in outcome.smoke)
+        record_deploy_metric(
+            deploy_paths(s.config), s.config.env, "failed" if failed else "deployed"
+        )
+    return outcome
+
+
+def record_deploy_metric(paths: DeployPaths, env: str, outcome: str) -> None:
+    """The suite's textfile for node-exporter: when this environment was last deployed."""
+    path = paths.metrics_dir / METRICS_FILE
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(deploy_metrics(previous, env, outcome, time.time()), encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
 
 
 def converge_local(
@@ -334,16 +353,18 @@ def converge_local(
     return DeployOutcome(changes, state, results, failure)
 
 
+def stack_ca(config: Config) -> bytes | None:
+    """The suite's own CA certificate when it signs the stack's (local-ca), for the probe to
+    trust; None when a public CA does (the system's CAs are trusted then)."""
+    ca = deploy_paths(config).tls_dir / tls.CA_CERT
+    return ca.read_bytes() if uses_local_ca(config) and ca.exists() else None
+
+
 def prepare_monitoring(runner: Runner, config: Config, paths: DeployPaths) -> list[str]:
     """Prometheus's configuration and rules, Alertmanager's routing and the probe's module
     under the build folder; the services whose files changed (to recreate)."""
-    ca = paths.tls_dir / tls.CA_CERT
-    files = monitoring_files(
-        config,
-        socket.gethostname(),
-        server_names(config)[0],
-        ca.read_bytes() if uses_local_ca(config) and ca.exists() else None,
-    )
+    host, name = socket.gethostname(), server_names(config)[0]
+    files = monitoring_files(config, host, name, stack_ca(config))
     if runner.dry_run:
         changed = [rel for rel, data in files.items() if not (paths.build_dir / rel).is_file()
                    or (paths.build_dir / rel).read_bytes() != data]  # fmt: skip

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 RELEASE_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-z-]+$")
 COMPOSE_VARIABLE_RE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)")
-SECRET_FILES = (".env", "services.env.yml")
+SECRET_FILES = (".env", "services.env.yml", "notify_webhook_url", "smtp_password")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,11 @@ class Layout:
     @property
     def audit_log(self) -> str:
         return f"{self.root}/audit.log"
+
+    @property
+    def metrics(self) -> str:
+        """The suite's own metrics for node-exporter's textfile collector."""
+        return f"{self.root}/metrics"
 
 
 def layout(deploy_root: str, env: str) -> Layout:

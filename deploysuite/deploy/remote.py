@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from deploysuite.backup.dump import backup_before_migrations
 from deploysuite.config.session import Session
 from deploysuite.core import notify
 from deploysuite.core.errors import ChecksFailed, SuiteError
+from deploysuite.core.runner import Command
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.hooks import run_hook, run_post_hook
 from deploysuite.deploy.local import (
@@ -53,6 +55,15 @@ from deploysuite.deploy.target import (
     write_manifest,
 )
 from deploysuite.engines import state as stack_state
+from deploysuite.monitoring.deploymetrics import (
+    METRICS_FILE,
+    deploy_metrics,
+    read_deploy_metrics_argv,
+    write_deploy_metrics_script,
+)
+from deploysuite.monitoring.stack import READERS
+
+MONITORING_READERS = sorted(set(READERS.values()))
 
 # --- converging to a release --------------------------------------------------------------
 
@@ -66,6 +77,7 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     # The running nginx (when it stays) checks the new configuration before anything reloads.
     keeps_nginx = "nginx" not in changes and nginx_running(t)
     activate_config(t, release_id)
+    reload_monitoring(t, [name for name in MONITORING_READERS if name not in changes])
 
     def check() -> None:
         if keeps_nginx:
@@ -81,6 +93,14 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     engine.apply(state, changes, wait_timeout, rolling, before_roll=check)
     engine.switch()
     return changes
+
+
+def reload_monitoring(t: Target, services: Sequence[str]) -> None:
+    """SIGHUP: Prometheus, Alertmanager and the blackbox exporter read their configuration
+    again (activate_config rewrote it in place). A container that does not run is skipped."""
+    for service in services:
+        argv = ("docker", "kill", "--signal", "HUP", f"{t.project}-{service}-1")
+        t.runner.run(Command(argv), check=False)
 
 
 def migrate_release(t: Target, release_id: str, wait_timeout: int) -> dict[str, str]:
@@ -155,7 +175,7 @@ def deploy_remote(
         version, images = build_and_push(s)
         now = dt.datetime.now(dt.UTC)
         release_id = rel.new_release_id(now, version)
-        files = release_files(config, images, t.layout)
+        files = release_files(config, images, t.layout, t.conn.host.name)
         info = new_info(release_id, now, os.environ)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
@@ -226,6 +246,8 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
         folder = t.layout.release(release_id)
         with events.step(f"upload release {release_id}"):
             upload(t.runner, folder, payload)
+            # before compose: a bind mount's missing source would be made root's by the engine
+            t.runner.run(Command(("mkdir", "-p", "-m", "0755", t.layout.metrics)))
         with events.step("TLS"):
             events.info(f"  certificate: {upload_tls(t)}")
         with events.step("registry login and pull by digest"):
@@ -267,6 +289,19 @@ def smoke(t: Target, release_id: str) -> list[CheckResult]:
     return asyncio.run(run_smoke(target))
 
 
+def record_deploy_metric(t: Target, outcome: str) -> None:
+    """The suite's textfile for node-exporter (deploysuite.monitoring.deploymetrics): when this
+    environment was last deployed and last rolled back. A failure is a warning."""
+    folder = t.layout.metrics
+    read = t.runner.run(Command(read_deploy_metrics_argv(folder), mutates=False), check=False)
+    text = deploy_metrics(read.stdout, t.config.env, outcome, time.time())
+    wrote = t.runner.run(Command(write_deploy_metrics_script(folder), input=text.encode()),
+                         check=False)  # fmt: skip
+    if not wrote.ok:
+        t.runner.events.info(f"warning: {folder}/{METRICS_FILE} not written: "
+                             f"{wrote.stderr.strip()[-200:]}")  # fmt: skip
+
+
 def finish(
     s: Session, t: Target, outcome: RemoteOutcome, hook_env: dict[str, str], action: str = "deploy"
 ) -> None:
@@ -285,6 +320,8 @@ def finish(
         "ci_run_url": ci_run_url(os.environ), "changed": sorted(outcome.changes),
         "detail": s.runner.masker(detail),
     })  # fmt: skip
+    if outcome.outcome in ("deployed", "failed", "rolled back", "rolled back to"):
+        record_deploy_metric(t, outcome.outcome)
     if action == "deploy" and outcome.outcome == "deployed":
         releases, current = read_releases(t)
         previous = rel.previous_release(releases, current)

@@ -21,6 +21,8 @@ from deploysuite.deploy.local import (
     deploy_paths,
     nginx_settings,
     prepare_tls,
+    server_names,
+    stack_ca,
     uses_local_ca,
 )
 from deploysuite.deploy.target import Target
@@ -30,8 +32,7 @@ from deploysuite.engines.stack import COMPOSE_FILE, SERVICE_IMAGE_VARS
 from deploysuite.images.build import build_services, git_version, service_bases
 from deploysuite.images.registry import push_all, registry_host
 from deploysuite.images.services import SERVICES
-
-PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
+from deploysuite.monitoring.stack import monitoring_files
 
 
 def compose_variables_env(
@@ -45,12 +46,13 @@ def compose_variables_env(
         env[SERVICE_IMAGE_VARS[service]] = ref
     env["NGINX_RENDERED_DIR"] = f"{layout.live}/nginx"
     env["PROMETHEUS_CONFIG_DIR"] = f"{layout.live}/prometheus"
+    env["DEPLOY_METRICS_DIR"] = layout.metrics
     env["TLS_DIR"] = layout.tls
     return env
 
 
 def release_files(
-    config: Config, images: Mapping[str, str], layout: rel.Layout
+    config: Config, images: Mapping[str, str], layout: rel.Layout, host: str
 ) -> dict[str, bytes]:
     """Relative path -> bytes of everything the release puts on the host."""
     compose_text = (config.root / COMPOSE_FILE).read_text(encoding="utf-8")
@@ -62,8 +64,8 @@ def release_files(
         COMPOSE_FILE: compose_text.encode(),
         ".env": rel.dotenv(compose_variables_env(config, compose_text, images, layout)).encode(),
         "services.env.yml": render_services_env(environments).encode(),
-        PROMETHEUS_CONFIG: (config.root / PROMETHEUS_CONFIG).read_bytes(),
     }
+    files.update(monitoring_files(config, host, server_names(config)[0], stack_ca(config)))
     for name, text in render_nginx(nginx_settings(config)).items():
         files[f"nginx/{name}"] = text.encode()
     return files

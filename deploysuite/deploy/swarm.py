@@ -38,7 +38,14 @@ from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.runner import Command, Runner
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.hooks import run_hook
-from deploysuite.deploy.local import deploy_paths, nginx_settings, prepare_tls, require_valid_config
+from deploysuite.deploy.local import (
+    deploy_paths,
+    nginx_settings,
+    prepare_tls,
+    require_valid_config,
+    server_names,
+    stack_ca,
+)
 from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
 from deploysuite.deploy.remote import (
     ReleasePlan,
@@ -48,7 +55,7 @@ from deploysuite.deploy.remote import (
     rollback_target,
 )
 from deploysuite.deploy.rollout import DATABASE_SERVICES
-from deploysuite.deploy.shipment import PROMETHEUS_CONFIG, build_and_push, compose_variables_env
+from deploysuite.deploy.shipment import build_and_push, compose_variables_env
 from deploysuite.deploy.smoke import CheckResult, SmokeTarget, run_smoke
 from deploysuite.deploy.target import Target, mark_current, read_releases, upload, write_manifest
 from deploysuite.edge import tls
@@ -65,6 +72,7 @@ from deploysuite.engines.swarmstack import (
     role_of,
 )
 from deploysuite.images.registry import registry_host
+from deploysuite.monitoring.stack import monitoring_files, write_monitoring_files
 
 STACK_FILE = "stack.yml"
 DATA_FILE = "data-stores.yml"
@@ -113,9 +121,9 @@ def render_release(
         for name, text in render_nginx(settings).items():
             (root / "nginx" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "nginx" / name).write_text(text)
-        (root / "prometheus").mkdir()
-        (root / "prometheus" / "prometheus.yml").write_bytes(
-            (config.root / PROMETHEUS_CONFIG).read_bytes()
+        # every node's tasks are scraped through the one Prometheus: `host` says the cluster
+        write_monitoring_files(
+            monitoring_files(config, "swarm", server_names(config)[0], stack_ca(config)), root
         )
         env = compose_variables_env(config, compose_text, images, layout)
         env.update(NGINX_RENDERED_DIR=str(root / "nginx"), TLS_DIR=str(tls_dir),

@@ -107,7 +107,9 @@ def activate_config(t: Target, release_id: str) -> None:
     script = (
         'set -e; for part in nginx prometheus; do src="$1/$part"; dst="$2/$part"; '
         'mkdir -p "$dst"; for d in "$dst"/*/; do [ -d "$d" ] && find "$d" -mindepth 1 -delete; '
-        'done; cp -R "$src"/. "$dst"/; chmod -R u=rwX,go=rX "$dst"; done'
+        'done; cp -R "$src"/. "$dst"/; chmod -R u=rwX,go=rX "$dst"; done; '
+        # Alertmanager's secrets (the webhook URL) stay the deploy user's alone
+        's="$2/prometheus/alertmanager/secrets"; if [ -d "$s" ]; then chmod -R go= "$s"; fi'
     )
     t.runner.run(Command(("sh", "-c", script, "sh", t.layout.release(release_id), t.layout.live)))
 

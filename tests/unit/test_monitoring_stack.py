@@ -13,6 +13,11 @@ import yaml
 
 from deploysuite.config.layers import load_config
 from deploysuite.core.errors import ConfigError
+from deploysuite.monitoring.deploymetrics import (
+    deploy_metrics,
+    read_deploy_metrics_argv,
+    write_deploy_metrics_script,
+)
 from deploysuite.monitoring.stack import (
     BASE_CONFIG,
     MonitoringSettings,
@@ -166,3 +171,27 @@ def test_the_writer_keeps_secrets_private_reports_changes_and_removes_leftovers(
         "prometheus/alertmanager/secrets/notify_webhook_url"
     ]
     assert not secret.exists()
+
+
+def test_the_deploy_textfile_keeps_every_environment_and_records_rollbacks():
+    first = deploy_metrics("", "staging", "deployed", 100.0)
+    second = deploy_metrics(first, "staging", "rolled back", 200.0)
+    third = deploy_metrics(second + "garbage line\n", 'pro"d', "deployed", 300.0)
+    samples = [line for line in third.splitlines() if not line.startswith("#")]
+    assert samples == [
+        'deploysuite_last_deploy_timestamp_seconds{env="pro\\"d",outcome="deployed"} 300.000',
+        'deploysuite_last_deploy_timestamp_seconds{env="staging",outcome="deployed"} 100.000',
+        'deploysuite_last_deploy_timestamp_seconds{env="staging",outcome="rolled back"} 200.000',
+        'deploysuite_last_rollback_timestamp_seconds{env="staging"} 200.000',
+    ]
+    assert deploy_metrics(third, 'pro"d', "deployed", 300.0) == third  # escaping round-trips
+    assert "# TYPE deploysuite_last_rollback_timestamp_seconds gauge" in first
+
+
+def test_the_textfile_is_replaced_through_a_rename_and_read_without_failing_when_absent():
+    assert write_deploy_metrics_script("/srv/staging/metrics") == (
+        "sh", "-c", 'set -e; mkdir -p -m 0755 "$1"; t=$(mktemp "$1/.deploysuite.XXXXXX"); '
+        'cat > "$t"; chmod 0644 "$t"; mv "$t" "$1/deploysuite.prom"', "sh",
+        "/srv/staging/metrics",
+    )  # fmt: skip
+    assert read_deploy_metrics_argv("/m")[-1] == "/m"
