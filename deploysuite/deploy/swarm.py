@@ -72,6 +72,7 @@ from deploysuite.engines.swarmstack import (
     role_of,
 )
 from deploysuite.images.registry import registry_host
+from deploysuite.monitoring.stack import PROFILE as MONITORING_PROFILE
 from deploysuite.monitoring.stack import monitoring_files, write_monitoring_files
 
 STACK_FILE = "stack.yml"
@@ -129,6 +130,14 @@ def render_release(
         env.update(NGINX_RENDERED_DIR=str(root / "nginx"), TLS_DIR=str(tls_dir),
                    PROMETHEUS_CONFIG_DIR=str(root / "prometheus"))  # fmt: skip
         profiles = tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+        if MONITORING_PROFILE in profiles:
+            # node-exporter would have to be a global service with each node's /proc, /sys and
+            # root, and stub_status needs nginx's monitoring-network alias: not rendered yet
+            raise ConfigError(
+                f"the `{MONITORING_PROFILE}` profile does not run on a Swarm yet "
+                "(Prometheus and its rules do)",
+                f"remove {MONITORING_PROFILE} from COMPOSE_PROFILES of environments/{config.env}",
+            )
         argv = commands.compose(
             config.require("COMPOSE_PROJECT_NAME"),
             (config.root / COMPOSE_FILE, root / "services.env.yml"),

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,10 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = {
     "nginx", "auth", "chat", "billing", "analytics", "orchestrator", "email-worker", "mailsink",
-    "postgres", "redis", "rabbitmq", "prometheus",
+    "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "node-exporter",
+    "postgres-exporter", "redis-exporter", "nginx-exporter", "blackbox-exporter",
 }  # fmt: skip
+ONCALL = "oncall@my-saas-chat.local"  # ALERT_EMAIL_TO's default: the local mail sink gets it
 
 
 def free_port() -> int:
@@ -39,13 +43,19 @@ class Stack:
     def __init__(self) -> None:
         self.project = f"e2e{os.getpid()}"
         self.https = free_port()
+        self.prometheus = free_port()
         self.env = {
             **os.environ,
             "COMPOSE_PROJECT_NAME": self.project,
             "HTTP_PORT": str(free_port()),
             "HTTPS_PORT": str(self.https),
-            "PROMETHEUS_PORT": str(free_port()),
+            "PROMETHEUS_PORT": str(self.prometheus),
+            "ALERTMANAGER_PORT": str(free_port()),
             "PUBLIC_URL": f"https://localhost:{self.https}",
+            # alerts within a minute and a half of their cause, resolved ones soon after
+            "PROMETHEUS_SCRAPE_INTERVAL": "5s",
+            "ALERT_GROUP_WAIT": "5s",
+            "ALERT_GROUP_INTERVAL": "10s",
         }
         self.build_dir = REPO / "build" / "local" / self.project
 
@@ -64,6 +74,22 @@ class Stack:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         return dict(line.split() for line in out.splitlines())
+
+    def prometheus_api(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.prometheus}{path}", timeout=5) as r:
+            return json.loads(r.read())["data"]
+
+    def mails(self, to: str = ONCALL) -> list[dict]:
+        script = (
+            "import sys, urllib.parse, urllib.request; print(urllib.request.urlopen("
+            "'http://127.0.0.1:8025/messages?to=' + urllib.parse.quote(sys.argv[1]), "
+            "timeout=5).read().decode())"
+        )
+        out = subprocess.run(
+            ["docker", "exec", self.containers()["mailsink"], "python3", "-c", script, to],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+        return json.loads(out)["messages"]
 
     def remove(self) -> None:
         remove_project(Runner(Events()), self.project)
@@ -114,6 +140,69 @@ def test_smoke_suite_passes_every_check(stack):
         "edge:http -> https", "tls:1.0 refused", "tls:1.1 refused", "edge:auth rate limit 429",
     ):  # fmt: skip
         assert name in checks
+
+
+def query(stack: Stack, expr: str) -> list[dict]:
+    return stack.prometheus_api("/api/v1/query?query=" + urllib.parse.quote(expr))["result"]
+
+
+def test_every_scrape_target_is_up_and_every_alert_rule_is_loaded(stack):
+    deadline = time.monotonic() + 120
+    while True:
+        targets = stack.prometheus_api("/api/v1/targets")["activeTargets"]
+        down = {f"{t['labels']['job']} {t['scrapeUrl']}": t["lastError"]
+                for t in targets if t["health"] != "up"}  # fmt: skip
+        if (targets and not down) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert targets and not down, down
+    assert {t["labels"]["job"] for t in targets} == {
+        "prometheus", "services", "node", "postgres", "redis", "nginx", "rabbitmq",
+        "alertmanager", "blackbox",
+    }  # fmt: skip
+    rules = [r for g in stack.prometheus_api("/api/v1/rules")["groups"] for r in g["rules"]]
+    alerting = [r for r in rules if r["type"] == "alerting"]
+    assert len(alerting) >= 24 and all(r["health"] == "ok" for r in alerting), alerting
+    # each exporter really reads its part: PostgreSQL through its read-only role, nginx's
+    # stub_status, Redis, and the public endpoint's certificate through the probe
+    for expr in ("pg_up", "redis_up", "nginx_up", "probe_success"):
+        assert [r["value"][1] for r in query(stack, expr)] == ["1"], expr
+    expiry = float(query(stack, "probe_ssl_earliest_cert_expiry")[0]["value"][1])
+    assert expiry > time.time() + 14 * 86400
+    role = subprocess.run(
+        ["docker", "exec", stack.containers()["postgres"], "psql", "-U", "postgres", "-tAc",
+         "SELECT rolsuper, pg_has_role('monitoring', 'pg_monitor', 'member') FROM pg_roles "
+         "WHERE rolname = 'monitoring'"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert role == "f|t"
+    shown = stack.inv("alerts", "--env=local", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert isinstance(json.loads(shown.stdout)["rows"], list)
+
+
+def test_a_routing_test_reaches_the_mail_receiver(stack):
+    result = stack.inv("alerts.test", "--env=local", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert json.loads(result.stdout)["rows"] == [{"integration": "email", "result": "delivered"}]
+    assert any("DeploySuiteRoutingTest" in json.dumps(m) for m in stack.mails())
+
+
+def test_a_silence_is_listed_by_alertmanager_and_can_be_lifted(stack):
+    bad = stack.inv("alerts.silence", "--env=local", "--match", "alertname=X")
+    assert bad.returncode == 12 and "comment" in bad.stderr.splitlines()[-1]
+    made = stack.inv("alerts.silence", "--env=local", "--match", "alertname=DiskFillingUp",
+                     "--for", "10m", "--comment", "e2e maintenance", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    silence_id = json.loads(made.stdout)["rows"][0]["silence"]
+    listed = subprocess.run(
+        ["docker", "exec", stack.containers()["alertmanager"], "amtool",
+         "--alertmanager.url=http://127.0.0.1:9093", "silence", "query", "--quiet"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert silence_id in listed
+    lifted = stack.inv("alerts.unsilence", "--env=local", "--id", silence_id)
+    assert lifted.returncode == 0, lifted.stderr[-2000:]
 
 
 def test_second_deploy_changes_nothing(stack):
@@ -261,10 +350,11 @@ def test_a_failed_migration_changes_nothing_and_puts_the_environment_back(stack,
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-2000:]
 
 
-def test_a_stopped_service_is_named_by_smoke_and_status(stack):
+def test_a_stopped_service_is_named_by_smoke_and_status_and_pages(stack):
     subprocess.run(
         ["docker", "stop", stack.containers()["billing"]], check=True, capture_output=True
     )
+    stopped = time.monotonic()
     smoke = stack.inv("smoke", "--env=local")
     assert smoke.returncode != 0
     assert "health:billing" in smoke.stderr.strip().splitlines()[-1]
@@ -275,9 +365,29 @@ def test_a_stopped_service_is_named_by_smoke_and_status(stack):
     status = stack.inv("status", "--env=local")
     assert status.returncode != 0
     assert "not healthy: billing" in status.stderr
+    # ServiceDown reaches the on-call mailbox within scrape + evaluation + for: + group_wait
+    bound = 5 + 5 + 60 + 5
+    seen = wait_for_mail(stack, "FIRING", "ServiceDown", "billing", timeout=bound + 60)
+    print(
+        f"ServiceDown of billing e-mailed {seen - stopped:.1f} s after the stop (bound {bound} s)"
+    )
+    assert seen - stopped <= bound + 15
     restored = stack.inv("deploy", "--env=local", "--json", "--set", "LOG_LEVEL=WARNING")
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
+    wait_for_mail(stack, "RESOLVED", "ServiceDown", "billing", timeout=90)
+
+
+def wait_for_mail(stack: Stack, *words: str, timeout: float) -> float:
+    """The monotonic time the first message holding every word was seen (polled each 2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(all(w in json.dumps(m) for w in words) for m in stack.mails()):
+            return time.monotonic()
+        time.sleep(2)
+    pytest.fail(
+        f"no mail with {words} in {timeout:.0f} s: {[m.get('subject') for m in stack.mails()]}"
+    )
 
 
 def test_down_asks_before_deleting_data_then_removes_the_stack(stack):
