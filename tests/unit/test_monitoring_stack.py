@@ -195,3 +195,11 @@ def test_the_textfile_is_replaced_through_a_rename_and_read_without_failing_when
         "/srv/staging/metrics",
     )  # fmt: skip
     assert read_deploy_metrics_argv("/m")[-1] == "/m"
+
+
+def test_the_monitoring_docs_list_every_alert_the_rules_define():
+    from deploysuite.monitoring.rules import AlertThresholds, alert_names, render_rules
+
+    doc = (REPO / "docs" / "deployment" / "monitoring.md").read_text(encoding="utf-8")
+    missing = [n for n in alert_names(render_rules(AlertThresholds())) if f"| {n} |" not in doc]
+    assert missing == []
