@@ -54,7 +54,7 @@ def test(c, env="local", timeout=120, json=False):
         integrations = al.configured_integrations(routing)
         before = al.notification_counts(_in_alertmanager(live, *al.metrics_args()))
         token = secrets.token_hex(4)
-        _amtool(live, *al.test_alert_args(env, token), mutates=True)
+        _amtool(live, *al.test_alert_args(env, token, dt.datetime.now(dt.UTC)), mutates=True)
         deadline = time.monotonic() + float(timeout)
         with s.events.step(f"waiting for {', '.join(integrations) or 'a receiver'}"):
             while True:

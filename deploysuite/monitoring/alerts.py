@@ -102,7 +102,7 @@ def parse_matchers(matchers: Sequence[str]) -> tuple[str, ...]:
 def silence_args(matchers: Sequence[str], duration: str, comment: str, author: str) -> Argv:
     if not comment.strip():
         raise AlertsError("a silence needs a comment saying why", "--comment 'database upgrade'")
-    return ("silence", "add", "--quiet", f"--duration={duration}", f"--comment={comment}",
+    return ("silence", "add", f"--duration={duration}", f"--comment={comment}",
             f"--author={author}", *parse_matchers(matchers))  # fmt: skip
 
 
@@ -110,14 +110,19 @@ def expire_args(silence_id: str) -> Argv:
     return ("silence", "expire", silence_id)
 
 
-def test_alert_args(env: str, token: str, severity: str = "warning") -> Argv:
-    """A synthetic alert that resolves by itself after 5 minutes; `token` tells this run's
-    alert from an earlier one."""
+def test_alert_args(env: str, token: str, now: dt.datetime, severity: str = "warning") -> Argv:
+    """A synthetic alert that resolves by itself 5 minutes after `now`; `token` tells this
+    run's alert from an earlier one."""
+
+    def stamp(when: dt.datetime) -> str:
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # both ends given: amtool 0.25 without --start dates the alert at its end
     return ("alert", "add", f"alertname={TEST_ALERT}", f"severity={severity}",
             f"env={env}", f"token={token}",
             f"--annotation=summary=Routing test of {env}: nothing is wrong",
             "--annotation=runbook=Sent by inv alerts.test: no action needed",
-            "--end=" + "5m")  # fmt: skip
+            f"--start={stamp(now)}", f"--end={stamp(now + dt.timedelta(minutes=5))}")  # fmt: skip
 
 
 def notification_counts(metrics_text: str) -> dict[str, tuple[float, float]]:

@@ -47,7 +47,7 @@ def test_alerts_are_rows_critical_first_then_oldest():
 def test_a_silence_needs_a_clear_matcher_and_a_reason():
     args = al.silence_args(["alertname=ServiceDown", "service=~chat|auth"], "2h", "upgrade", "me@h")
     assert args == (
-        "silence", "add", "--quiet", "--duration=2h", "--comment=upgrade", "--author=me@h",
+        "silence", "add", "--duration=2h", "--comment=upgrade", "--author=me@h",
         "alertname=ServiceDown", "service=~chat|auth",
     )  # fmt: skip
     with pytest.raises(al.AlertsError, match="at least one matcher"):
@@ -59,10 +59,10 @@ def test_a_silence_needs_a_clear_matcher_and_a_reason():
 
 
 def test_the_routing_test_alert_names_its_run_and_ends_by_itself():
-    args = al.test_alert_args("staging", "ab12")
+    args = al.test_alert_args("staging", "ab12", NOW)
     assert args[:6] == ("alert", "add", "alertname=DeploySuiteRoutingTest", "severity=warning",
                         "env=staging", "token=ab12")  # fmt: skip
-    assert args[-1] == "--end=5m"
+    assert args[-2:] == ("--start=2026-12-06T03:00:00Z", "--end=2026-12-06T03:05:00Z")
 
 
 METRICS = """# HELP alertmanager_notifications_total The total number of attempted notifications.
