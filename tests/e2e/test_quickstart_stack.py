@@ -22,6 +22,7 @@ import pytest
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.engines.state import remove_project
+from deploysuite.monitoring.dashboards import dashboard_metrics
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -176,6 +177,15 @@ def test_every_scrape_target_is_up_and_every_alert_rule_is_loaded(stack):
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert role == "f|t"
+    # every metric a dashboard panel reads is one this stack exposes; not here: the backup
+    # service's (profile `backup`, not in this stack: its own tests read its /metrics) and the
+    # last rollback's time (a local stack is never rolled back)
+    absent_here = {"deploysuite_last_rollback_timestamp_seconds"}
+    for metric, dashboards in dashboard_metrics().items():
+        if metric.startswith("backup_") or metric in absent_here:
+            continue
+        found = query(stack, f'count({{__name__="{metric}"}})')
+        assert found, f"{metric} (dashboards {sorted(dashboards)}) is not exposed"
     shown = stack.inv("alerts", "--env=local", "--json")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert isinstance(json.loads(shown.stdout)["rows"], list)
