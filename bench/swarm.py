@@ -20,8 +20,10 @@ nginx on the edge node and posts 5 chat messages/s while 5 WebSocket clients lis
   worker node killed            `docker kill` of an app worker's container under load: seconds
                                 until `inv status` shows every app service healthy on the nodes
                                 left, and the requests that failed meanwhile (no baseline: Swarm
-                                reschedules the same way whoever deployed the stack). The node
-                                is started again and the stack rebalanced before the next run.
+                                reschedules the same way whoever deployed the stack). Services
+                                run one replica each here: one whose only task was on that node
+                                fails until Swarm notices and reschedules it. The node is started
+                                again and the smoke suite passes before the next run.
 
 The stack's nginx allows 400 requests/s per client here (NGINX_API_RATE), so that 429s from the
 rate limit never count as failures of either side. The kernel has no IPVS: both sides use the
@@ -157,11 +159,22 @@ class Bench:
                 time.sleep(1)
             time.sleep(3)
         self.nodes.restart(victim)
+        self.wait_serving()
         if recovered is None:
             raise RuntimeError(f"the tasks of {victim.name} were not rescheduled in 180 s")
         print(f"  {victim.name} killed: {recovered:.1f} s {json.dumps(load.report)}",
               file=sys.stderr, flush=True)  # fmt: skip
         return recovered, load.report
+
+    def wait_serving(self, timeout: float = 180) -> None:
+        """Until the smoke suite passes through nginx: the next run starts on a stack that
+        serves (a rejoined node's tasks and addresses settle first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.inv("smoke", f"--env={ENV}", check=False).returncode == 0:
+                return
+            time.sleep(3)
+        raise RuntimeError(f"the stack did not serve again within {timeout:.0f} s")
 
     def measured(self, action) -> tuple[float, dict[str, object]]:  # type: ignore[no-untyped-def]
         with self.env.load() as load:
