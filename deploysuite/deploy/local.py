@@ -28,7 +28,7 @@ from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command, Runner
-from deploysuite.deploy.rollout import run_migrations
+from deploysuite.deploy.rollout import run_migrations, silenced_blips
 from deploysuite.deploy.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
 from deploysuite.edge import tls
 from deploysuite.edge.nginx import (
@@ -330,7 +330,8 @@ def converge_local(
 
     failure: Exception | None = None
     try:
-        roll_out(engine, state, plan.changes, nginx_action, wait_timeout, rolling)
+        with silenced_blips(runner, stack, env, config, "local", wait_timeout):
+            roll_out(engine, state, plan.changes, nginx_action, wait_timeout, rolling)
         if reread:
             with events.step(f"recreate {', '.join(reread)} (monitoring configuration)"):
                 engine.recreate(reread, wait_timeout)

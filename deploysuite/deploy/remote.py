@@ -37,7 +37,7 @@ from deploysuite.deploy.local import (
 )
 from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
 from deploysuite.deploy.preflight import preflight
-from deploysuite.deploy.rollout import run_migrations, running_report
+from deploysuite.deploy.rollout import run_migrations, running_report, silenced_blips
 from deploysuite.deploy.shipment import build_and_push, pull, release_files, upload_tls
 from deploysuite.deploy.smoke import CheckResult, run_smoke
 from deploysuite.deploy.target import (
@@ -255,7 +255,9 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
             record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
-            with events.step("roll out"):
+            with events.step("roll out"), silenced_blips(
+                t.runner, t.stack(current or release_id), {}, t.config, release_id, wait_timeout
+            ):  # fmt: skip
                 outcome.changes = converge(t, release_id, wait_timeout, rolling)
             if options.run_smoke_checks and not dry:
                 with events.step("smoke tests through nginx over HTTPS"):

@@ -4,11 +4,19 @@ half-way."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
+from deploysuite.config.layers import Config
+from deploysuite.core.runner import Command, Runner
+from deploysuite.deploy.lock import new_info
 from deploysuite.engines import state as stack_state
 from deploysuite.engines.base import Engine
+from deploysuite.engines.stack import Stack
+from deploysuite.monitoring import alerts as al
+from deploysuite.monitoring.stack import monitoring_enabled
 
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
 DATA_STORES = ("postgres", "redis", "rabbitmq")
@@ -61,3 +69,31 @@ def running_report(engine: Engine) -> list[str]:
         f"  {row['service']}: {row['image']} {row['state']} {row['health']}".rstrip()
         for row in stack_state.status_rows(state)
     ]
+
+
+@contextmanager
+def silenced_blips(
+    runner: Runner, stack: Stack, env: Mapping[str, str], config: Config, release: str,
+    wait_timeout: int,
+) -> Iterator[None]:  # fmt: skip
+    """The deploy's own expected blips (alerts.DEPLOY_BLIPS) silenced in its environment while
+    it changes containers, lifted when it ends. The silence also ends by itself (a few times the
+    health timeout) should the deploy die; no Alertmanager yet (a first deploy): no silence."""
+    if not monitoring_enabled(config) or runner.dry_run:
+        yield
+        return
+    minutes = wait_timeout * 4 // 60 + 5
+    author = new_info("", dt.datetime.now(dt.UTC), {}).owner
+    args = al.deploy_silence_args(config.env, release, minutes, author)
+    argv = al.amtool_argv(stack.project, stack.files, stack.profiles, *args)
+    made = runner.run(Command(argv, env=env, timeout=30), check=False)
+    silence = made.stdout.strip() if made.ok else ""
+    if silence:
+        runner.events.info(f"  alerts of expected blips silenced for the deploy ({silence})")
+    try:
+        yield
+    finally:
+        if silence:
+            argv = al.amtool_argv(stack.project, stack.files, stack.profiles,
+                                  *al.expire_args(silence))  # fmt: skip
+            runner.run(Command(argv, env=env, timeout=30), check=False)

@@ -106,6 +106,18 @@ def silence_args(matchers: Sequence[str], duration: str, comment: str, author: s
             f"--author={author}", *parse_matchers(matchers))  # fmt: skip
 
 
+# What a rolling deploy may blip while containers change: silenced for the deploy's duration
+# in its own environment, lifted when it ends (a problem that stays then alerts as usual).
+DEPLOY_BLIPS = ("ServiceDown", "ServiceNotReady", "EndpointDown", "HighLatencyP99")
+
+
+def deploy_silence_args(env: str, release: str, minutes: int, author: str) -> Argv:
+    return silence_args(
+        [f"env={env}", f"alertname=~{'|'.join(DEPLOY_BLIPS)}"], f"{minutes}m",
+        f"inv deploy of {release}: expected blips while containers change", author,
+    )  # fmt: skip
+
+
 def expire_args(silence_id: str) -> Argv:
     return ("silence", "expire", silence_id)
 

@@ -305,6 +305,15 @@ def test_rolling_deploy_drops_no_request(stack):
         assert f"roll {service} (configuration changed)" in result.stderr
     assert len(load.results) > 100
     assert load.failures == []
+    # its own blips were silenced while it ran, and the silence is gone once it ended
+    assert "alerts of expected blips silenced for the deploy" in result.stderr
+    silences = subprocess.run(
+        ["docker", "exec", stack.containers()["alertmanager"], "amtool",
+         "--alertmanager.url=http://127.0.0.1:9093", "silence", "query", "--quiet",
+         "alertname=~ServiceDown"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert silences == []
 
 
 def test_broken_release_rolls_back_while_the_old_version_serves(stack):

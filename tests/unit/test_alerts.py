@@ -94,3 +94,12 @@ receivers:
 """
     assert al.configured_integrations(routing) == ["email", "slack"]
     assert al.configured_integrations("") == []
+
+
+def test_a_deploy_silences_only_its_own_environments_blips_for_a_bounded_time():
+    assert al.deploy_silence_args("staging", "20261206T030000Z-abc", 25, "ci@runner") == (
+        "silence", "add", "--duration=25m",
+        "--comment=inv deploy of 20261206T030000Z-abc: expected blips while containers change",
+        "--author=ci@runner", "env=staging",
+        "alertname=~ServiceDown|ServiceNotReady|EndpointDown|HighLatencyP99",
+    )  # fmt: skip
