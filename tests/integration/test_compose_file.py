@@ -18,12 +18,13 @@ from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.prod.yml"
-PROFILES = ("local-mail", "acme", "unavailable", "backup")
+PROFILES = ("local-mail", "acme", "unavailable", "backup", "monitoring")
 DATA_STORES = {"postgres", "redis", "rabbitmq", "mongodb", "clickhouse"}
 TOPOLOGY = {
     "nginx", "certbot", "auth", "chat", "billing", "analytics", "orchestrator", "email-worker",
     "mailsink", "postgres", "mongodb", "redis", "clickhouse", "rabbitmq", "kong", "jaeger",
-    "prometheus", "grafana", "backup",
+    "prometheus", "grafana", "backup", "alertmanager", "node-exporter", "postgres-exporter",
+    "redis-exporter", "nginx-exporter", "blackbox-exporter",
 }  # fmt: skip
 NOT_OBTAINABLE_HERE = {"mongodb", "clickhouse", "kong", "jaeger", "grafana"}
 
@@ -136,7 +137,10 @@ def test_services_get_their_environment_from_the_generated_file(model: dict):
 
 def test_the_backup_service_shares_only_the_socket_and_the_spool_with_postgres(model: dict):
     backup, postgres = model["services"]["backup"], model["services"]["postgres"]
-    assert set(backup["networks"]) == {"egress"} and "egress" not in postgres["networks"]
+    # egress: S3 and the webhook; monitoring: Prometheus scrapes its /metrics. PostgreSQL is on
+    # neither: the two share no network, only the socket and the spool.
+    assert set(backup["networks"]) == {"egress", "monitoring"}
+    assert not set(backup["networks"]) & set(postgres["networks"])
     shared = {v["source"] for v in backup["volumes"]} & {v["source"] for v in postgres["volumes"]}
     assert shared == {"postgres-socket", "postgres-wal-spool"}
     assert backup["profiles"] == ["backup"]
