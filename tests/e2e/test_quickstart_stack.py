@@ -394,6 +394,13 @@ def test_a_stopped_service_is_named_by_smoke_and_status_and_pages(stack):
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
     wait_for_mail(stack, "RESOLVED", "ServiceDown", "billing", timeout=90)
+    # the incident view tells the same story: billing's alert fired and resolved, a deploy
+    timeline = stack.inv("timeline", "--env=local", "--since", "1h", "--json")
+    assert timeline.returncode == 0, timeline.stderr[-2000:]
+    rows = json.loads(timeline.stdout)["rows"]
+    kinds = {(r["kind"], r["what"] == "ServiceDown" and "billing" in r["detail"]) for r in rows}
+    assert {("alert fired", True), ("alert resolved", True)} <= kinds, rows
+    assert any(r["kind"] == "deploy" for r in rows), rows
 
 
 def wait_for_mail(stack: Stack, *words: str, timeout: float) -> float:
