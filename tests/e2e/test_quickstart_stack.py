@@ -22,6 +22,7 @@ import pytest
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.engines.state import remove_project
+from deploysuite.images.recipes import base_image_ref
 from deploysuite.monitoring.dashboards import dashboard_metrics
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,7 @@ SERVICES = {
     "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "node-exporter",
     "postgres-exporter", "redis-exporter", "nginx-exporter", "blackbox-exporter",
 }  # fmt: skip
+HOOK = "hook-receiver"
 ONCALL = "oncall@my-saas-chat.local"  # ALERT_EMAIL_TO's default: the local mail sink gets it
 
 
@@ -57,7 +59,11 @@ class Stack:
             "PROMETHEUS_SCRAPE_INTERVAL": "5s",
             "ALERT_GROUP_WAIT": "5s",
             "ALERT_GROUP_INTERVAL": "10s",
+            # a Slack-compatible receiver the test starts on the stack's egress network (Slack
+            # itself cannot be reached from here): Alertmanager posts the alerts to it
+            "NOTIFY_WEBHOOK_URL": f"http://{HOOK}:8080/alerts",
         }
+        self.hook = f"{self.project}-hook"
         self.build_dir = REPO / "build" / "local" / self.project
 
     def run(self, *argv: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -92,7 +98,32 @@ class Stack:
         ).stdout  # fmt: skip
         return json.loads(out)["messages"]
 
+    def start_hook(self) -> None:
+        """The webhook receiver: prints every body it is posted, one line each."""
+        script = (
+            "import http.server, sys\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_POST(self):\n"
+            "        body = self.rfile.read(int(self.headers['Content-Length'] or 0))\n"
+            "        print(body.decode(errors='replace').replace('\\n', ' '), flush=True)\n"
+            "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+            "    def log_message(self, *a): pass\n"
+            "http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+        )
+        subprocess.run(
+            ["docker", "run", "--detach", "--name", self.hook, "--network",
+             f"{self.project}_egress", "--network-alias", HOOK, base_image_ref("python"),
+             "python3", "-c", script],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+
+    def hook_bodies(self) -> list[str]:
+        out = subprocess.run(["docker", "logs", self.hook], capture_output=True, text=True,
+                             timeout=30)  # fmt: skip
+        return out.stdout.splitlines()
+
     def remove(self) -> None:
+        subprocess.run(["docker", "rm", "--force", self.hook], capture_output=True)
         remove_project(Runner(Events()), self.project)
         shutil.rmtree(self.build_dir, ignore_errors=True)
 
@@ -101,6 +132,8 @@ class Stack:
 def stack():
     s = Stack()
     s.quickstart = s.run("./scripts/quickstart", timeout=2400)
+    if s.quickstart.returncode == 0:
+        s.start_hook()
     try:
         yield s
     finally:
@@ -194,8 +227,12 @@ def test_every_scrape_target_is_up_and_every_alert_rule_is_loaded(stack):
 def test_a_routing_test_reaches_the_mail_receiver(stack):
     result = stack.inv("alerts.test", "--env=local", "--json")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    assert json.loads(result.stdout)["rows"] == [{"integration": "email", "result": "delivered"}]
+    assert json.loads(result.stdout)["rows"] == [
+        {"integration": "email", "result": "delivered"},
+        {"integration": "slack", "result": "delivered"},
+    ]
     assert any("DeploySuiteRoutingTest" in json.dumps(m) for m in stack.mails())
+    assert any("DeploySuiteRoutingTest" in body for body in stack.hook_bodies())
 
 
 def test_a_silence_is_listed_by_alertmanager_and_can_be_lifted(stack):
@@ -386,14 +423,15 @@ def test_a_stopped_service_is_named_by_smoke_and_status_and_pages(stack):
     # ServiceDown reaches the on-call mailbox within scrape + evaluation + for: + group_wait
     bound = 5 + 5 + 60 + 5
     seen = wait_for_mail(stack, "FIRING", "ServiceDown", "billing", timeout=bound + 60)
-    print(
-        f"ServiceDown of billing e-mailed {seen - stopped:.1f} s after the stop (bound {bound} s)"
-    )
-    assert seen - stopped <= bound + 15
+    posted = wait_for_hook(stack, "FIRING", "ServiceDown", "billing", timeout=30)
+    print(f"ServiceDown of billing mailed {seen - stopped:.1f} s and posted to the webhook "
+          f"{posted - stopped:.1f} s after the stop (bound {bound} s)")  # fmt: skip
+    assert max(seen, posted) - stopped <= bound + 15
     restored = stack.inv("deploy", "--env=local", "--json", "--set", "LOG_LEVEL=WARNING")
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert json.loads(restored.stdout)["changed"].get("billing") == "not running"
     wait_for_mail(stack, "RESOLVED", "ServiceDown", "billing", timeout=90)
+    wait_for_hook(stack, "RESOLVED", "ServiceDown", "billing", timeout=30)
     # the incident view tells the same story: billing's alert fired and resolved, a deploy
     timeline = stack.inv("timeline", "--env=local", "--since", "1h", "--json")
     assert timeline.returncode == 0, timeline.stderr[-2000:]
@@ -401,6 +439,16 @@ def test_a_stopped_service_is_named_by_smoke_and_status_and_pages(stack):
     kinds = {(r["kind"], r["what"] == "ServiceDown" and "billing" in r["detail"]) for r in rows}
     assert {("alert fired", True), ("alert resolved", True)} <= kinds, rows
     assert any(r["kind"] == "deploy" for r in rows), rows
+
+
+def wait_for_hook(stack: Stack, *words: str, timeout: float) -> float:
+    """The monotonic time a webhook body holding every word was seen (polled each second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(all(w in body for w in words) for body in stack.hook_bodies()):
+            return time.monotonic()
+        time.sleep(1)
+    pytest.fail(f"no webhook post with {words} in {timeout:.0f} s: {stack.hook_bodies()[-5:]}")
 
 
 def wait_for_mail(stack: Stack, *words: str, timeout: float) -> float:
