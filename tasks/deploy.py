@@ -22,7 +22,14 @@ from deploysuite.deploy.remote import (
     summary_line,
 )
 from deploysuite.deploy.smoke import CheckResult, run_smoke
-from deploysuite.deploy.swarm import deploy_swarm, rollback_swarm, scale_swarm, swarm_status
+from deploysuite.deploy.swarm import (
+    connect_swarm,
+    deploy_swarm,
+    rollback_swarm,
+    scale_swarm,
+    swarm_status,
+)
+from deploysuite.deploy.swarm import smoke as swarm_smoke
 from deploysuite.deploy.target import connect, read_audit, read_releases
 from deploysuite.engines import state as stack_state
 from deploysuite.engines.hosts import deploy_engine
@@ -174,6 +181,9 @@ def smoke_task(c, env="local", json=False, verbose=False, set_=None):
             s.runner, s.config, stack, current_env(s.config), deploy_paths(s.config)
         )
         results = asyncio.run(run_smoke(target))
+    elif deploy_engine(s.config) == "swarm":
+        with connect_swarm(s) as st:  # through nginx on an edge node
+            results = swarm_smoke(st)
     else:
         with connect(s) as t:
             _, current = read_releases(t)

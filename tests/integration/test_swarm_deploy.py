@@ -169,6 +169,9 @@ def test_first_deploy_runs_every_service_on_its_nodes_and_passes_smoke(swarm):
     assert "auths" not in docker_dir
     manifest = json.loads(swarm.manager("cat", f"{folder}/manifest.json"))
     assert manifest["schema_versions"].keys() == {"auth", "chat", "billing", "analytics"}
+    smoke = swarm.inv("smoke", f"--env={ENV}", "--json")  # by itself, through the edge node
+    assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-2000:]
+    assert json.loads(smoke.stdout)["failed"] == 0
 
 
 def test_the_same_deploy_again_changes_nothing(swarm):
