@@ -44,6 +44,10 @@ class Events:
         self.masker = masker or Masker()
         self._err = err
         self._out = out
+        # Every step as it ended: where the time of a run went (--json: `phases`; with
+        # --verbose a table after the summary).
+        self.phases: list[dict[str, Any]] = []
+        self._depth = 0
 
     @property
     def err(self) -> TextIO:
@@ -90,12 +94,26 @@ class Events:
     def step(self, title: str) -> Iterator[None]:
         started = time.monotonic()
         self._say(f"▸ {title}")
+        phase: dict[str, Any] = {"phase": self.masker(title), "depth": self._depth}
+        self.phases.append(phase)  # in the order steps began; nested ones after their parent
+        self._depth += 1
         try:
             yield
         except BaseException:
+            phase.update(seconds=round(time.monotonic() - started, 3), ok=False)
             self._say(f"✗ {title} ({time.monotonic() - started:.1f}s)")
             raise
+        finally:
+            self._depth -= 1
+        phase.update(seconds=round(time.monotonic() - started, 3), ok=True)
         self._say(f"✓ {title} ({time.monotonic() - started:.1f}s)")
+
+    def phase_rows(self) -> list[dict[str, str]]:
+        return [
+            {"phase": "  " * p["depth"] + p["phase"], "seconds": f"{p.get('seconds', 0):.1f}",
+             "result": "ok" if p.get("ok") else "failed"}
+            for p in self.phases
+        ]  # fmt: skip
 
     def result(
         self,
@@ -110,9 +128,13 @@ class Events:
             doc: dict[str, Any] = {"rows": [dict(r) for r in rows]}
             if extra:
                 doc.update(extra)
+            doc.setdefault("phases", self.phases)
             print(self.masker(json.dumps(doc, indent=2, default=str)), file=self.out)
             return
         if title:
             print(self.masker(title), file=self.out, flush=True)
         if rows:
             print(self.masker(format_table(rows, columns)), file=self.out, flush=True)
+        if self.verbose and self.phases:
+            table = format_table(self.phase_rows(), ["phase", "seconds", "result"])
+            print(self.masker("where the time went:\n" + table), file=self.out, flush=True)
