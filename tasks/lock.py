@@ -8,22 +8,31 @@ from invoke import Collection
 
 from deploysuite.cli import confirm, task
 from deploysuite.config.session import session
-from deploysuite.deploy.lock import lock_path, read_info, release
+from deploysuite.deploy.lock import heartbeat_age, lock_path, lock_ttl, read_info, release
 from deploysuite.engines.hosts import deploy_root, lock_host_connection
 
 
 @task
 def status(c, env="staging", json=False):
-    """Show whether the environment's deploy lock is held, by whom, since when, for what."""
+    """Show whether the environment's deploy lock is held: by whom, since when, for what, and
+    when its holder last gave a heartbeat (stale past DEPLOY_LOCK_TTL_SECONDS)."""
     s = session(env, json=json)
     path = lock_path(deploy_root(s.config), env)
+    ttl = lock_ttl(s.config)
     with lock_host_connection(s.config) as conn:
         held = read_info(conn, path)
         exists = conn.run(("test", "-d", path))[0] == 0
+        silent = heartbeat_age(conn, path) if exists else None
     now = dt.datetime.now(dt.UTC)
     unread = "held, owner unreadable" if exists else "free"
     text = held.describe(now) if held else unread
-    row = {"env": env, "host": conn.host.name, "lock": path, "state": text}
+    if silent is not None:
+        text += f"; last heartbeat {silent} s ago"
+        if silent > ttl:
+            text += f": STALE (TTL {ttl} s), the next deploy takes it over"
+    row = {"env": env, "host": conn.host.name, "lock": path, "state": text,
+           "heartbeat_age_seconds": silent, "ttl_seconds": ttl,
+           "stale": silent is not None and silent > ttl}  # fmt: skip
     s.events.result([row], ["env", "host", "state"], title="deploy lock:")
 
 

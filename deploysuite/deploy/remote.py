@@ -35,7 +35,14 @@ from deploysuite.deploy.local import (
     require_valid_config,
     smoke_target,
 )
-from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
+from deploysuite.deploy.lock import (
+    Takeover,
+    ci_run_url,
+    deploy_lock,
+    lock_path,
+    lock_ttl,
+    new_info,
+)
 from deploysuite.deploy.preflight import preflight
 from deploysuite.deploy.rollout import run_migrations, running_report, silenced_blips
 from deploysuite.deploy.shipment import build_and_push, pull, release_files, upload_tls
@@ -179,12 +186,9 @@ def deploy_remote(
         info = new_info(release_id, now, os.environ)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
-        lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
-        if s.runner.dry_run:
-            events.command(f"[{t.conn.host.name}] mkdir {lock} (the deploy lock)", run=False)
         plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
         options = RolloutOptions(wait_timeout, run_smoke_checks, rolling)
-        with _maybe_lock(t, lock, release_id, lock_wait, dry_run=s.runner.dry_run):
+        with held_lock(t, release_id, lock_wait):
             outcome = ship(s, t, plan, options)
         outcome.preflight = checks
         finish(s, t, outcome, hook_env)
@@ -192,13 +196,29 @@ def deploy_remote(
 
 
 @contextmanager
-def _maybe_lock(
-    t: Target, path: str, release_id: str, wait: float, dry_run: bool
-) -> Iterator[None]:
-    if dry_run:
+def held_lock(t: Target, release_id: str, wait: float) -> Iterator[None]:
+    """The environment's deploy lock on its (first) host for the block; under --dry-run only
+    the line that says so. A stale lock taken over is a warning and a line of the audit log."""
+    path = lock_path(t.config.require("DEPLOY_ROOT"), t.config.env)
+    if t.runner.dry_run:
+        t.runner.events.command(f"[{t.conn.host.name}] mkdir {path} (the deploy lock)", run=False)
         yield
         return
-    with deploy_lock(t.conn, path, t.config.env, release_id, wait_seconds=wait):
+
+    def taken_over(takeover: Takeover) -> None:
+        now = dt.datetime.now(dt.UTC)
+        text = takeover.describe(now)
+        t.runner.events.warn(text)
+        previous = takeover.previous.release if takeover.previous else None
+        audit(t, {
+            "time": now.isoformat(timespec="seconds"), "action": "lock takeover",
+            "env": t.config.env, "release": release_id, "outcome": "taken over",
+            "previous": previous, "by": new_info("", now, {}).owner,
+            "ci_run_url": ci_run_url(os.environ), "detail": text,
+        })  # fmt: skip
+
+    with deploy_lock(t.conn, path, t.config.env, release_id, wait_seconds=wait,
+                     ttl_seconds=lock_ttl(t.config), on_takeover=taken_over):  # fmt: skip
         yield
 
 
@@ -372,8 +392,7 @@ def rollback_remote(
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
         outcome = RemoteOutcome(target_id, "rolled back to", previous=current,
                                 dry_run=s.runner.dry_run)  # fmt: skip
-        lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
-        with _maybe_lock(t, lock, target_id, lock_wait, dry_run=s.runner.dry_run):
+        with held_lock(t, target_id, lock_wait):
             try:
                 with events.step(f"roll back {current} -> {target_id}"):
                     outcome.changes = converge(t, target_id, wait_timeout, rolling=True)

@@ -46,12 +46,13 @@ from deploysuite.deploy.local import (
     server_names,
     stack_ca,
 )
-from deploysuite.deploy.lock import ci_run_url, deploy_lock, lock_path, new_info
+from deploysuite.deploy.lock import ci_run_url, new_info
 from deploysuite.deploy.remote import (
     ReleasePlan,
     RemoteOutcome,
     RolloutOptions,
     finish,
+    held_lock,
     rollback_target,
 )
 from deploysuite.deploy.rollout import DATABASE_SERVICES
@@ -242,26 +243,15 @@ def deploy_swarm(
                  DATA_FILE: stack_yaml(data_only(rendered.doc))}  # fmt: skip
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": ",".join(h.address for h in st.cluster.hosts)}  # fmt: skip
-        lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
         info = new_info(release_id, now, os.environ)
         plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
-        with _maybe_lock(t, lock, release_id, lock_wait):
+        with held_lock(t, release_id, lock_wait):
             outcome = ship_swarm(
                 s, st, plan, rendered, RolloutOptions(wait_timeout, run_smoke_checks)
             )
         finish(s, t, outcome, hook_env)
         outcome.services = service_rows(st, outcome.release) if not s.runner.dry_run else []
         return outcome
-
-
-@contextmanager
-def _maybe_lock(t: Target, path: str, release_id: str, wait: float) -> Iterator[None]:
-    if t.runner.dry_run:
-        t.runner.events.command(f"[{t.conn.host.name}] mkdir {path} (the deploy lock)", run=False)
-        yield
-        return
-    with deploy_lock(t.conn, path, t.config.env, release_id, wait_seconds=wait):
-        yield
 
 
 def ship_swarm(
@@ -422,8 +412,7 @@ def rollback_swarm(s: Session, to: str | None, *, wait_timeout: int = 300,
                     "DEPLOY_HOSTS": ",".join(h.address for h in st.cluster.hosts)}  # fmt: skip
         outcome = RemoteOutcome(target_id, "rolled back to", previous=current,
                                 dry_run=s.runner.dry_run)  # fmt: skip
-        lock = lock_path(config.require("DEPLOY_ROOT"), config.env)
-        with _maybe_lock(t, lock, target_id, lock_wait), registry_login(st, target_id):
+        with held_lock(t, target_id, lock_wait), registry_login(st, target_id):
             try:
                 engine = st.engine(target_id)
                 before = {x.name: x for x in engine.services()}

@@ -121,6 +121,57 @@ def test_interrupted_deploy_releases_the_lock(ssh_host, host, path, signum):
         assert conn.run(("test", "-d", path))[0] != 0
 
 
+KILLED_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from deploysuite.deploy.lock import deploy_lock
+    from deploysuite.core.ssh import Host, SshConnection
+    address, port, user, key, known, path = sys.argv[1:]
+    host = Host("app1", address, Path(known), int(port), user, Path(key))
+    with SshConnection(host) as conn, deploy_lock(conn, path, "staging", "r-killed",
+                                                  heartbeat_seconds=1):
+        print("locked", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_killed_deploys_lock_is_taken_over_after_its_ttl_and_never_silently(host, path):
+    """SIGKILL: no handler, no finally. While the holder lives its heartbeat keeps the lock; once
+    it is dead the next deploy waits out the TTL, takes the lock over and is told whose it was."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_HOLDER, host.address, str(host.port), host.user,
+         str(host.key_file), str(host.known_hosts), path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        takeovers: list = []
+        with SshConnection(host) as second:
+            time.sleep(4)  # longer than the TTL below: only the heartbeat keeps the lock alive
+            alive = deploy_lock(second, path, "staging", "r-2", wait_seconds=3, ttl_seconds=3,
+                                on_takeover=takeovers.append)  # fmt: skip
+            with pytest.raises(LockHeld), alive:  # alive: refused, not taken over
+                pass
+            assert takeovers == []
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            assert read_info(second, path).release == "r-killed"  # left behind
+            started = time.monotonic()
+            with deploy_lock(second, path, "staging", "r-2", wait_seconds=30, ttl_seconds=3,
+                             on_takeover=takeovers.append) as info:  # fmt: skip
+                waited = time.monotonic() - started
+                assert read_info(second, path) == info
+            assert read_info(second, path) is None
+    finally:
+        proc.kill()
+    assert len(takeovers) == 1 and takeovers[0].previous.release == "r-killed"
+    assert takeovers[0].silent_seconds > 3
+    assert "took over the stale deploy lock" in takeovers[0].describe(dt.datetime.now(dt.UTC))
+    assert waited < 30  # it did not wait for --lock-wait to run out
+
+
 def suite_tree(tmp_path: Path, ssh_host) -> Path:
     shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
     env_dir = tmp_path / "environments" / "staging"
@@ -149,6 +200,12 @@ def test_lock_tasks_show_and_break_a_stale_lock(ssh_host, host, path, tmp_path):
         assert try_acquire(conn, path, info)  # a deploy that died without releasing
         shown = inv("lock.status", "--env=staging")
         assert f"held by {info.owner}" in shown.stdout and "release r-stale" in shown.stdout
+        assert "STALE" not in shown.stdout and "last heartbeat" in shown.stdout
+        conn.run(("touch", "-d", "1 hour ago", path))  # silent for an hour
+        stale = inv("lock.status", "--env=staging", "--json")
+        row = __import__("json").loads(stale.stdout)["rows"][0]
+        assert row["stale"] is True and row["heartbeat_age_seconds"] >= 3600, row
+        assert "STALE (TTL 120 s)" in row["state"]
         refused = inv("lock.release", "--env=staging")  # no terminal, no --yes
         assert refused.returncode != 0 and "--yes" in refused.stderr
         assert read_info(conn, path) == info

@@ -11,6 +11,7 @@ reached from here); everything else is real.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
 import os
@@ -30,7 +31,7 @@ from bench.loadgen import BackgroundLoad
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.core.ssh import Host, SshConnection
-from deploysuite.deploy.lock import deploy_lock, lock_path
+from deploysuite.deploy.lock import deploy_lock, lock_path, new_info, try_acquire
 from deploysuite.engines.state import remove_project
 from tests.integration.conftest import REPO, free_port
 
@@ -341,6 +342,23 @@ def test_a_concurrent_deploy_is_refused_with_the_holders_details(remote, ssh_hos
     assert f"held by {info.owner}" in line and "release r-held" in line
     assert "inv lock.release --env=loopback" in line
     assert waited >= 3  # it waited for the lock, as asked, then gave up
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning_and_an_audit_line(remote, ssh_host):
+    host = Host("app1", "127.0.0.1", ssh_host.known_hosts, ssh_host.port, ssh_host.user,
+                ssh_host.key_file)  # fmt: skip
+    path = lock_path(remote.root, "loopback")
+    with SshConnection(host) as conn:  # a deploy that died without a word: no heartbeat since
+        assert try_acquire(conn, path, new_info("r-dead", dt.datetime.now(dt.UTC), {}))
+        conn.run(("touch", "-d", "1 hour ago", path))
+    result = remote.deploy("--no-smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning: took over the stale deploy lock" in result.stderr
+    assert "release r-dead" in result.stderr and "TTL 120 s" in result.stderr
+    assert not Path(path).exists()
+    audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
+    takeover = [r for r in audit if r["action"] == "lock takeover"]
+    assert takeover and takeover[-1]["previous"] == "r-dead", audit[-3:]
 
 
 def test_ctrl_c_mid_deploy_rolls_back_and_releases_the_lock(remote):
