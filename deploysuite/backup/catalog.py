@@ -237,10 +237,13 @@ def mongodb_keys(s3_prefix: str, env: str, backup_id: str) -> tuple[str, str]:
 
 def mongodump_argv(container: str) -> tuple[str, ...]:
     """mongodump of every database as one archive on stdout, inside the MongoDB container, with
-    the root credentials the container already holds (expanded there: never on this machine's
-    command line)."""
+    the root credentials the container already holds. The password reaches mongodump in a
+    --config file made 0600 (printf is the shell's own: no process of the host shows it) and
+    removed on exit; `--password` would put it in every `ps` on the host."""
     script = (
-        "exec mongodump --archive --quiet --authenticationDatabase admin "
-        '--username "$MONGO_INITDB_ROOT_USERNAME" --password "$MONGO_INITDB_ROOT_PASSWORD"'
+        'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; '
+        "printf 'password: |-\\n  %s\\n' \"$MONGO_INITDB_ROOT_PASSWORD\" > \"$f\"; "
+        "mongodump --archive --quiet --authenticationDatabase admin "
+        '--username "$MONGO_INITDB_ROOT_USERNAME" --config "$f"'
     )
     return ("docker", "exec", container, "sh", "-c", script)

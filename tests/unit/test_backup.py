@@ -130,9 +130,12 @@ def test_mongodump_runs_in_its_container_with_the_credentials_it_holds():
     argv = bk.mongodump_argv("p-mongodb-1")
     assert argv[:5] == ("docker", "exec", "p-mongodb-1", "sh", "-c")
     assert argv[5] == (
-        "exec mongodump --archive --quiet --authenticationDatabase admin "
-        '--username "$MONGO_INITDB_ROOT_USERNAME" --password "$MONGO_INITDB_ROOT_PASSWORD"'
+        'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; '
+        "printf 'password: |-\\n  %s\\n' \"$MONGO_INITDB_ROOT_PASSWORD\" > \"$f\"; "
+        "mongodump --archive --quiet --authenticationDatabase admin "
+        '--username "$MONGO_INITDB_ROOT_USERNAME" --config "$f"'
     )
+    assert "--password" not in argv[5]  # never on a command line the host's ps can read
     assert bk.mongodb_keys("/p/", "prod", "20240115T020000Z-mongodb") == (
         "p/prod/mongodb/20240115/20240115T020000Z-mongodb.archive.zst",
         "p/prod/mongodb/20240115/20240115T020000Z-mongodb.manifest.json",
