@@ -241,8 +241,8 @@ def mongodump_argv(container: str) -> tuple[str, ...]:
     --config file made 0600 (printf is the shell's own: no process of the host shows it) and
     removed on exit; `--password` would put it in every `ps` on the host."""
     script = (
-        'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; '
-        "printf 'password: |-\\n  %s\\n' \"$MONGO_INITDB_ROOT_PASSWORD\" > \"$f\"; "
+        "set -e; umask 077; f=$(mktemp); trap 'rm -f \"$f\"' EXIT; "
+        'printf \'password: |-\\n  %s\\n\' "$MONGO_INITDB_ROOT_PASSWORD" > "$f"; '
         "mongodump --archive --quiet --authenticationDatabase admin "
         '--username "$MONGO_INITDB_ROOT_USERNAME" --config "$f"'
     )

@@ -28,6 +28,14 @@ from deploysuite.core.streams import RemoteProcess
 NODE_ROLES = ("edge", "app", "data")
 
 
+def put_argv(path: str, mode: int) -> tuple[str, ...]:
+    """The shell command behind SshConnection.put: stdin into a 0600 temporary file beside
+    `path`, then its mode, then an atomic rename."""
+    script = ('umask 077 && t=$(mktemp "$1.XXXXXX") && { cat > "$t" && chmod "$2" "$t" && '
+              'mv -f "$t" "$1"; } || { rm -f "$t"; exit 1; }')  # fmt: skip
+    return ("sh", "-c", script, "sh", path, f"{mode:04o}")
+
+
 class SshError(SuiteError):
     exit_code = 7
 
@@ -283,13 +291,16 @@ class SshConnection:
         return RemoteProcess(channel)
 
     def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
-        """Write a file on the host, created with `mode` before any byte lands in it."""
-        try:
-            with self.client.open_sftp() as sftp, sftp.open(path, "wb") as handle:
-                handle.chmod(mode)
-                handle.write(data)
-        except Exception as exc:
-            raise self.lost(exc) if not self.alive() else exc from None
+        """Write a file on the host. No byte of it is ever readable by anyone else: it is made
+        0600 by mktemp, filled from stdin, given `mode`, then renamed over `path`. (An SFTP
+        open creates the file with the server's default mode first, and a chmod after it leaves
+        a window.)"""
+        code, _, err = self.run(put_argv(path, mode), stdin=data)
+        if code != 0:
+            raise SshError(
+                f"{self.host.name}: cannot write {path}: {err.strip()[-300:] or f'exit {code}'}",
+                "check the folder exists and the deploy user may write into it",
+            )
 
     def close(self) -> None:
         self.client.close()

@@ -97,7 +97,9 @@ def upload_tls(t: Target) -> str:
     remote = {line.split()[-1]: line.split()[0] for line in sums.splitlines() if line.strip()}
     changed = {n: d for n, d in files.items() if remote.get(n) != rel.sha256(d)}
     if changed:
-        t.runner.run(Command(("mkdir", "-p", "-m", "0755", t.layout.tls)))
+        # the deploy user's alone: nginx's master reads it as root with DAC_READ_SEARCH
+        t.runner.run(Command(("mkdir", "-p", "-m", "0700", t.layout.tls)))
+        t.runner.run(Command(("chmod", "0700", t.layout.tls)))
         for name, data in changed.items():
             t.runner.put(data, f"{t.layout.tls}/{name}", 0o600 if name == KEY else 0o644)
     return f"{state}, {'uploaded ' + ', '.join(changed) if changed else 'same on the host'}"

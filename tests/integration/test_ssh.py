@@ -89,3 +89,16 @@ def test_renew_replaces_an_interrupted_connection_and_closes_the_old_one(ssh_hos
         while old is not None and old.is_active() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert old is not None and not old.is_active()
+
+
+def test_put_replaces_a_file_whole_with_its_mode_and_refuses_a_missing_folder(ssh_host):
+    path = f"{ssh_host.home}/put-replace.conf"
+    with SshConnection(host_of(ssh_host)) as conn:
+        conn.put(b"old\n", path, mode=0o644)
+        conn.put(b"new\n", path, mode=0o644)
+        script = 'stat -c %a "$1"; cat "$1"; ls "$1".* 2>/dev/null | wc -l'
+        _, out, _ = conn.run(("sh", "-c", script, "sh", path))
+        conn.run(("rm", "-f", path))
+        assert out.split() == ["644", "new", "0"]  # no temporary file left beside it
+        with pytest.raises(SshError, match="cannot write"):
+            conn.put(b"x", f"{ssh_host.home}/no/such/folder/file", mode=0o600)

@@ -130,8 +130,8 @@ def test_mongodump_runs_in_its_container_with_the_credentials_it_holds():
     argv = bk.mongodump_argv("p-mongodb-1")
     assert argv[:5] == ("docker", "exec", "p-mongodb-1", "sh", "-c")
     assert argv[5] == (
-        'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; '
-        "printf 'password: |-\\n  %s\\n' \"$MONGO_INITDB_ROOT_PASSWORD\" > \"$f\"; "
+        "set -e; umask 077; f=$(mktemp); trap 'rm -f \"$f\"' EXIT; "
+        'printf \'password: |-\\n  %s\\n\' "$MONGO_INITDB_ROOT_PASSWORD" > "$f"; '
         "mongodump --archive --quiet --authenticationDatabase admin "
         '--username "$MONGO_INITDB_ROOT_USERNAME" --config "$f"'
     )
