@@ -14,8 +14,10 @@ from deploysuite.engines.hosts import deploy_root, lock_host_connection
 
 @task
 def status(c, env="staging", json=False):
-    """Show whether the environment's deploy lock is held: by whom, since when, for what, and
-    when its holder last gave a heartbeat (stale past DEPLOY_LOCK_TTL_SECONDS)."""
+    """Show who holds the environment's deploy lock, since when, and whether it is stale.
+
+    Stale: no heartbeat from its holder for longer than DEPLOY_LOCK_TTL_SECONDS; the next deploy
+    takes it over."""
     s = session(env, json=json)
     path = lock_path(deploy_root(s.config), env)
     ttl = lock_ttl(s.config)
