@@ -81,6 +81,16 @@ def upload(runner: Runner, folder: str, files: Mapping[str, bytes]) -> None:
         runner.put(data, f"{folder}/{name}", mode)
 
 
+PLANNING_PREFIX = ".plan-"
+
+
+def clean_planning_copies_argv(root: str) -> tuple[str, ...]:
+    """Remove (and name) the environment's planning folders older than 10 minutes."""
+    script = ('mkdir -p -m 0700 "$1" && find "$1" -mindepth 1 -maxdepth 1 -type d '
+              f'-name "{PLANNING_PREFIX}*" -mmin +10 -print -exec rm -rf {{}} +')  # fmt: skip
+    return ("sh", "-c", script, "sh", root)
+
+
 @contextmanager
 def planning_copy(t: Target, release_id: str, files: Mapping[str, bytes]) -> Iterator[None]:
     """--dry-run: the release's files in a private temporary folder on the host, so that the
@@ -89,7 +99,20 @@ def planning_copy(t: Target, release_id: str, files: Mapping[str, bytes]) -> Ite
         yield
         return
     real = Runner(t.runner.events, t.runner.masker, dry_run=False, transport=t.conn)
-    folder = real.run(Command(("mktemp", "-d"), mutates=False)).stdout.strip()
+    # A dry run killed outright (kill -9, a lost laptop) leaves its copy, secrets included:
+    # the next run removes what is older than any dry run takes, and says so.
+    cleaned = real.run(Command(clean_planning_copies_argv(t.layout.root), mutates=False),
+                       check=False)  # fmt: skip
+    left = cleaned.stdout
+    if not cleaned.ok:
+        t.runner.events.warn(f"leftover planning folders under {t.layout.root} could not all be "
+                             f"removed: {cleaned.stderr.strip()[-200:]}")  # fmt: skip
+    if left.split():
+        t.runner.events.info(f"  removed {len(left.split())} leftover planning folder(s) of "
+                             "an interrupted --dry-run")  # fmt: skip
+    folder = real.run(
+        Command(("mktemp", "-d", f"{t.layout.root}/{PLANNING_PREFIX}XXXXXX"), mutates=False)
+    ).stdout.strip()
     try:
         upload(real, folder, files)
         t.scratch[release_id] = folder

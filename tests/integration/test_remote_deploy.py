@@ -265,8 +265,18 @@ def test_first_deploy_ships_a_release_and_passes_smoke(remote):
 
 def test_dry_run_prints_the_commands_per_host_and_changes_nothing(remote):
     before = (remote.tree(), remote.containers(), remote.current())
+    # what a dry run killed outright left behind an hour ago: its copy, secrets included
+    leftover = Path(remote.env_dir) / ".plan-Kill9ed"
+    leftover.mkdir(mode=0o700)
+    (leftover / ".env").write_text("SECRET=1\n")
+    owner = os.stat(remote.env_dir)  # the deploy user's, as its own dry run would have made it
+    for path in (leftover, leftover / ".env"):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     result = remote.deploy("--dry-run", "--set", "LOG_LEVEL=DEBUG")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "removed 1 leftover planning folder(s) of an interrupted --dry-run" in result.stderr
+    assert not leftover.exists()
     out = result.stdout  # the plan: every command that would change something, per host
     assert "[app1] $ docker compose --project-name" in out and "--scale auth=2 auth" in out
     assert "[app1] write " in out and "/.env (mode 0600" in out
