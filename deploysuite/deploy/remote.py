@@ -271,7 +271,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
         with events.step("TLS"):
             events.info(f"  certificate: {upload_tls(t)}")
         with events.step("registry login and pull by digest"):
-            pull(t, images)
+            pull(t, release_id, images)
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
             record["schema_versions"] = migrate_release(t, release_id, wait_timeout)

@@ -5,7 +5,8 @@ configuration) and the TLS certificate; the host's registry login and pulls."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from deploysuite.config.layers import Config, for_service
 from deploysuite.config.service_env import (
@@ -30,7 +31,7 @@ from deploysuite.edge.nginx import render_nginx
 from deploysuite.edge.tls import CERT, DHPARAM, KEY
 from deploysuite.engines.stack import COMPOSE_FILE, SERVICE_IMAGE_VARS
 from deploysuite.images.build import build_services, git_version, service_bases
-from deploysuite.images.registry import push_all, registry_host
+from deploysuite.images.registry import login_argv, push_all, registry_host
 from deploysuite.images.services import SERVICES
 from deploysuite.monitoring.stack import monitoring_files
 
@@ -105,26 +106,41 @@ def upload_tls(t: Target) -> str:
     return f"{state}, {'uploaded ' + ', '.join(changed) if changed else 'same on the host'}"
 
 
-def pull(t: Target, images: Mapping[str, str]) -> None:
-    """Registry login on the host (the password on stdin, never in argv), then pull by digest."""
+DOCKER_DIR = "docker-config"
+
+
+@contextmanager
+def registry_login(t: Target, release_id: str) -> Iterator[str]:
+    """A DOCKER_CONFIG folder of the release's own (0700), logged in for the block and removed
+    afterwards, whatever happens: no registry credential stays in the deploy user's ~/.docker.
+    Yields the folder, for `docker --config`."""
     config = t.config
+    folder = f"{t.layout.release(release_id)}/{DOCKER_DIR}"
+    t.runner.run(Command(("mkdir", "-p", "-m", "0700", folder)))
     host = registry_host(config.require("IMAGE_REPOSITORY"))
     user, password = config.get("REGISTRY_USERNAME"), config.get("REGISTRY_PASSWORD")
-    if host and user and password:
-        t.runner.run(
-            Command(
-                ("docker", "login", "--username", user, "--password-stdin", host),
-                input=password.encode(),
-                timeout=60,
-            ),
-            fix=f"check REGISTRY_USERNAME / REGISTRY_PASSWORD and that the host reaches {host}",
-        )
-    for service, ref in sorted(images.items()):
-        with t.runner.events.step(f"pull {service}"):
-            t.runner.run(
-                Command(("docker", "pull", "--quiet", ref), timeout=600),
-                fix=f"the host could not pull {ref}: check the registry and its credentials",
-            )
+    try:
+        if host and user and password:
+            t.runner.run(Command(login_argv(folder, user, host), input=password.encode(),
+                                 timeout=60),
+                         fix=f"check REGISTRY_USERNAME / REGISTRY_PASSWORD and that the host "
+                             f"reaches {host}")  # fmt: skip
+        yield folder
+    finally:
+        t.reconnect_if_lost()
+        t.runner.run(Command(("rm", "-rf", folder)), check=False)
+
+
+def pull(t: Target, release_id: str, images: Mapping[str, str]) -> None:
+    """Pull by digest with the release's own registry login (registry_login)."""
+    with registry_login(t, release_id) as docker_config:
+        for service, ref in sorted(images.items()):
+            with t.runner.events.step(f"pull {service}"):
+                t.runner.run(
+                    Command(("docker", "--config", docker_config, "pull", "--quiet", ref),
+                            timeout=600),
+                    fix=f"the host could not pull {ref}: check the registry and its credentials",
+                )  # fmt: skip
 
 
 def build_and_push(s: Session) -> tuple[str, dict[str, str]]:

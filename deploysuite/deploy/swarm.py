@@ -56,14 +56,19 @@ from deploysuite.deploy.remote import (
     rollback_target,
 )
 from deploysuite.deploy.rollout import DATABASE_SERVICES
-from deploysuite.deploy.shipment import build_and_push, compose_variables_env
+from deploysuite.deploy.shipment import (
+    DOCKER_DIR,
+    build_and_push,
+    compose_variables_env,
+    registry_login,
+)
 from deploysuite.deploy.smoke import CheckResult, SmokeTarget, run_smoke
 from deploysuite.deploy.target import Target, mark_current, read_releases, upload, write_manifest
 from deploysuite.edge import tls
 from deploysuite.edge.nginx import render_nginx
 from deploysuite.engines import cluster as swarm_cluster
 from deploysuite.engines.stack import COMPOSE_FILE
-from deploysuite.engines.swarm import ServiceState, SwarmEngine, digest_of, login_argv
+from deploysuite.engines.swarm import ServiceState, SwarmEngine, digest_of
 from deploysuite.engines.swarmstack import (
     DATA_SERVICES,
     RenderedStack,
@@ -72,13 +77,11 @@ from deploysuite.engines.swarmstack import (
     render_stack,
     role_of,
 )
-from deploysuite.images.registry import registry_host
 from deploysuite.monitoring.stack import PROFILE as MONITORING_PROFILE
 from deploysuite.monitoring.stack import monitoring_files, write_monitoring_files
 
 STACK_FILE = "stack.yml"
 DATA_FILE = "data-stores.yml"
-DOCKER_DIR = "docker-config"
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -200,27 +203,6 @@ def connect_swarm(s: Session) -> Iterator[SwarmTarget]:
             runner = cluster.runner(manager.name)
         layout = rel.layout(s.config.require("DEPLOY_ROOT"), s.config.env)
         yield SwarmTarget(Target(s.config, cluster.conns[manager.name], runner, layout), cluster)
-
-
-@contextmanager
-def registry_login(st: SwarmTarget, release_id: str) -> Iterator[None]:
-    """A DOCKER_CONFIG folder of the release's own (0700), logged in for the deploy and removed
-    afterwards: no registry credential stays in the deploy user's ~/.docker."""
-    t, config = st.t, st.t.config
-    folder = f"{t.layout.release(release_id)}/{DOCKER_DIR}"
-    t.runner.run(Command(("mkdir", "-p", "-m", "0700", folder)))
-    host = registry_host(config.require("IMAGE_REPOSITORY"))
-    user, password = config.get("REGISTRY_USERNAME"), config.get("REGISTRY_PASSWORD")
-    try:
-        if host and user and password:
-            t.runner.run(Command(login_argv(folder, user, host), input=password.encode(),
-                                 timeout=60),
-                         fix=f"check REGISTRY_USERNAME / REGISTRY_PASSWORD and that the manager "
-                             f"reaches {host}")  # fmt: skip
-        yield
-    finally:
-        t.reconnect_if_lost()
-        t.runner.run(Command(("rm", "-rf", folder)), check=False)
 
 
 # --- deploy ---------------------------------------------------------------------------------
@@ -412,7 +394,7 @@ def rollback_swarm(s: Session, to: str | None, *, wait_timeout: int = 300,
                     "DEPLOY_HOSTS": ",".join(h.address for h in st.cluster.hosts)}  # fmt: skip
         outcome = RemoteOutcome(target_id, "rolled back to", previous=current,
                                 dry_run=s.runner.dry_run)  # fmt: skip
-        with held_lock(t, target_id, lock_wait), registry_login(st, target_id):
+        with held_lock(t, target_id, lock_wait), registry_login(t, target_id):
             try:
                 engine = st.engine(target_id)
                 before = {x.name: x for x in engine.services()}

@@ -87,12 +87,6 @@ def stack_deploy_argv(
     return (*argv, project)
 
 
-def login_argv(docker_config: str, user: str, host: str) -> tuple[str, ...]:
-    """The password comes on stdin; the login lands in `docker_config`, not in ~/.docker."""
-    return ("docker", "--config", docker_config, "login", "--username", user,
-            "--password-stdin", host)  # fmt: skip
-
-
 def object_create_argv(kind: str, name: str, project: str) -> tuple[str, ...]:
     """The content comes on stdin: never in argv, never in a file on the host."""
     return ("docker", kind, "create", "--label", f"org.mysaaschat.stack={project}", name, "-")

@@ -120,3 +120,9 @@ def push_all(
         with runner.events.step(f"push {ref}"):
             results.append(push(client, ref, auth, runner.events.detail))
     return results
+
+
+def login_argv(docker_config: str, user: str, host: str) -> tuple[str, ...]:
+    """The password comes on stdin; the login lands in `docker_config`, not in ~/.docker."""
+    return ("docker", "--config", docker_config, "login", "--username", user,
+            "--password-stdin", host)  # fmt: skip

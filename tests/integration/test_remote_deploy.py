@@ -231,7 +231,9 @@ def test_a_wrong_ssh_key_gets_one_clear_line(remote, ssh_host):
     assert remote.tree() == []
 
 
-def test_first_deploy_ships_a_release_and_passes_smoke(remote):
+def test_first_deploy_ships_a_release_and_passes_smoke(remote, ssh_host):
+    user_config = Path(ssh_host.home) / ".docker" / "config.json"
+    user_config.unlink(missing_ok=True)  # whatever an older suite's login left there
     result = remote.deploy("--json")
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout)
@@ -254,6 +256,9 @@ def test_first_deploy_ships_a_release_and_passes_smoke(remote):
     dotenv = (folder / ".env").read_text()
     assert "AUTH_TOKEN_SECRET" not in dotenv  # only what compose itself interpolates
     assert "POSTGRES_PASSWORD=" in dotenv
+    # the registry login lived in the release's own folder for the pulls only
+    assert not (folder / "docker-config").exists()
+    assert not user_config.exists() or not json.loads(user_config.read_text()).get("auths")
     # the deploy lock is gone, the audit log has the deploy, hooks and webhook ran
     assert not Path(lock_path(remote.root, "loopback")).exists()
     audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]

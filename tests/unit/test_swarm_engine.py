@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from deploysuite.engines import swarm
+from deploysuite.images.registry import login_argv
 
 
 def test_service_state_from_inspect_and_ls():
@@ -53,6 +54,8 @@ def test_stack_deploy_login_and_objects_keep_credentials_off_the_command_line():
         "docker", "--config", "/c", "stack", "deploy", "--compose-file", "/r/stack.yml",
         "--with-registry-auth", "--prune", "p",
     )  # fmt: skip
-    assert swarm.login_argv("/c", "u", "reg:5000")[-2:] == ("--password-stdin", "reg:5000")
+    assert login_argv("/c", "u", "reg:5000") == (
+        "docker", "--config", "/c", "login", "--username", "u", "--password-stdin", "reg:5000",
+    )  # fmt: skip
     assert swarm.object_create_argv("secret", "p-x-1", "p")[-1] == "-"  # content on stdin
     assert swarm.digest_of("r/a:1@sha256:9") == "sha256:9"
