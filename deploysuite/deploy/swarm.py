@@ -262,7 +262,7 @@ def ship_swarm(
     with events.step(f"upload release {release_id}"):
         upload(t.runner, folder, {**plan.files, "manifest.json": rel.encode(record)})
     outcome = RemoteOutcome(release_id, "deployed", previous=current, dry_run=dry)
-    with registry_login(st, release_id):
+    with registry_login(st.t, release_id):
         try:
             before = {x.name: x for x in engine.services()}
             with events.step("secrets and configs"):
