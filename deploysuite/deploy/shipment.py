@@ -88,7 +88,9 @@ def upload_tls(t: Target) -> str:
     local = deploy_paths(t.config).tls_dir
     state = prepare_tls(Runner(t.runner.events, t.runner.masker, t.runner.dry_run), t.config, local)
     if t.runner.dry_run and not (local / CERT).exists():
-        t.runner.events.command(f"[{t.conn.host.name}] upload TLS files to {t.layout.tls}", False)
+        t.runner.events.command(
+            f"[{t.conn.host.name}] upload TLS files to {t.layout.tls}", run=False
+        )
         return state
     files = {n: (local / n).read_bytes() for n in names}
     sums = t.runner.run(

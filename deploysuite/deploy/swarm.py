@@ -401,7 +401,7 @@ def rollback_swarm(s: Session, to: str | None, *, wait_timeout: int = 300,
                 with events.step(f"roll back {current} -> {target_id} (the whole stack)"):
                     engine.deploy(f"{t.layout.release(target_id)}/{STACK_FILE}", prune=True)
                     after = engine.wait(sorted(before), wait_timeout)
-                outcome.changes = changes(before, after, {})
+                outcome.changes = changes(before, after, ())
                 if run_smoke_checks and not s.runner.dry_run:
                     with events.step("smoke tests through nginx over HTTPS"):
                         outcome.smoke = smoke(st)
