@@ -371,8 +371,10 @@ def test_mongodb_is_backed_up_when_the_stack_runs_it(stack):
     subprocess.run(["docker", "run", "-d", "--name", name, "--entrypoint", "sleep", "-e",
                     "MONGO_INITDB_ROOT_USERNAME=root", "-e", "MONGO_INITDB_ROOT_PASSWORD=pw",
                     image, "infinity"], check=True, capture_output=True)  # fmt: skip
+    # it checks what the suite hands it: the user, and the password only in a 0600 --config file
     fake = (
-        '#!/bin/sh\n[ "$6" = root ] && [ "$8" = pw ] || exit 3\n'
+        '#!/bin/sh\n[ "$6" = root ] && [ "$7" = --config ] && [ "$(stat -c %a "$8")" = 600 ] '
+        "&& grep -qx '  pw' \"$8\" || exit 3\n"
         'head -c 300000 /dev/zero | tr "\\0" m\n[ -e /tmp/fail ] && exit 1\nexit 0\n'
     )
     try:
