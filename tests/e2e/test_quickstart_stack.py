@@ -211,7 +211,8 @@ def test_every_scrape_target_is_up_and_every_alert_rule_is_loaded(stack):
     expiry = float(query(stack, "probe_ssl_earliest_cert_expiry")[0]["value"][1])
     assert expiry > time.time() + 14 * 86400
     role = subprocess.run(
-        ["docker", "exec", stack.containers()["postgres"], "psql", "-U", "postgres", "-tAc",
+        ["docker", "exec", stack.containers()["postgres"], "sh", "-c",
+         'psql -U "$POSTGRES_USER" -d postgres -tAc "$1"', "sh",
          "SELECT rolsuper, pg_has_role('monitoring', 'pg_monitor', 'member') FROM pg_roles "
          "WHERE rolname = 'monitoring'"],
         capture_output=True, text=True, check=True,
