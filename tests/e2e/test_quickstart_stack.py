@@ -222,11 +222,16 @@ def test_every_scrape_target_is_up_and_every_alert_rule_is_loaded(stack):
     # service's (profile `backup`, not in this stack: its own tests read its /metrics) and the
     # last rollback's time (a local stack is never rolled back)
     absent_here = {"deploysuite_last_rollback_timestamp_seconds"}
-    for metric, dashboards in dashboard_metrics().items():
-        if metric.startswith("backup_") or metric in absent_here:
-            continue
-        found = query(stack, f'count({{__name__="{metric}"}})')
-        assert found, f"{metric} (dashboards {sorted(dashboards)}) is not exposed"
+    wanted = {m: d for m, d in dashboard_metrics().items()
+              if not m.startswith("backup_") and m not in absent_here}  # fmt: skip
+    deadline = time.monotonic() + 60  # a few scrapes: the deploy's own textfile comes last
+    while True:
+        missing = {m: sorted(d) for m, d in wanted.items()
+                   if not query(stack, f'count({{__name__="{m}"}})')}  # fmt: skip
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert not missing, f"not exposed (metric: dashboards): {missing}"
     shown = stack.inv("alerts", "--env=local", "--json")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert isinstance(json.loads(shown.stdout)["rows"], list)
