@@ -67,7 +67,7 @@ from deploysuite.deploy.target import Target, mark_current, read_releases, uploa
 from deploysuite.edge import tls
 from deploysuite.edge.nginx import render_nginx
 from deploysuite.engines import cluster as swarm_cluster
-from deploysuite.engines.stack import COMPOSE_FILE
+from deploysuite.engines.stack import COMPOSE_FILE, compose_profiles
 from deploysuite.engines.swarm import ServiceState, SwarmEngine, digest_of
 from deploysuite.engines.swarmstack import (
     DATA_SERVICES,
@@ -133,7 +133,7 @@ def render_release(
         env = compose_variables_env(config, compose_text, images, layout)
         env.update(NGINX_RENDERED_DIR=str(root / "nginx"), TLS_DIR=str(tls_dir),
                    PROMETHEUS_CONFIG_DIR=str(root / "prometheus"))  # fmt: skip
-        profiles = tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+        profiles = compose_profiles(config)
         if MONITORING_PROFILE in profiles:
             # node-exporter would have to be a global service with each node's /proc, /sys and
             # root, and stub_status needs nginx's monitoring-network alias: not rendered yet

@@ -16,7 +16,7 @@ from deploysuite.core.ssh import SshConnection
 from deploysuite.deploy import release as rel
 from deploysuite.engines import hosts
 from deploysuite.engines.compose import ComposeEngine
-from deploysuite.engines.stack import COMPOSE_FILE, Stack
+from deploysuite.engines.stack import COMPOSE_FILE, Stack, compose_profiles
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Target:
 
     def stack(self, release_id: str) -> Stack:
         folder = Path(self.scratch.get(release_id) or self.layout.release(release_id))
-        profiles = tuple(p for p in (self.config.get("COMPOSE_PROFILES") or "").split(",") if p)
+        profiles = compose_profiles(self.config)
         # compose reads `.env` from the first file's folder: the release's own variables
         return Stack(self.project, (folder / COMPOSE_FILE, folder / "services.env.yml"), profiles)
 

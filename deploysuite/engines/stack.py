@@ -33,8 +33,13 @@ def services_env_file(config: Config) -> Path:
     return build_dir(config) / SERVICES_ENV_FILE
 
 
+def compose_profiles(config: Config) -> tuple[str, ...]:
+    """COMPOSE_PROFILES as the profiles it names (comma separated, blanks dropped)."""
+    return tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+
+
 def stack_for(config: Config) -> Stack:
-    profiles = tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+    profiles = compose_profiles(config)
     files = [config.root / COMPOSE_FILE]
     if services_env_file(config).exists():
         files.append(services_env_file(config))

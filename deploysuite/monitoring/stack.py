@@ -28,6 +28,7 @@ from deploysuite.config.layers import Config
 from deploysuite.core import commands
 from deploysuite.core.commands import Argv
 from deploysuite.core.errors import ConfigError
+from deploysuite.engines.stack import compose_profiles
 from deploysuite.monitoring import alertmanager as am
 from deploysuite.monitoring.rules import alert_thresholds, render_rules
 from deploysuite.monitoring.templates import PROMETHEUS_DIR, check_duration
@@ -71,11 +72,11 @@ class MonitoringSettings:
 
 
 def monitoring_enabled(config: Config) -> bool:
-    return PROFILE in (config.get("COMPOSE_PROFILES") or "").split(",")
+    return PROFILE in compose_profiles(config)
 
 
 def monitoring_settings(config: Config, host: str) -> MonitoringSettings:
-    profiles = tuple(p for p in (config.get("COMPOSE_PROFILES") or "").split(",") if p)
+    profiles = compose_profiles(config)
     interval = check_duration(
         config.get("PROMETHEUS_SCRAPE_INTERVAL") or SCRAPE_INTERVAL,
         "PROMETHEUS_SCRAPE_INTERVAL",
