@@ -11,6 +11,7 @@ from deploysuite.config.session import Session, session
 from deploysuite.core import commands
 from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.runner import Command
+from deploysuite.deploy.bake import BAKE_COLUMNS
 from deploysuite.deploy.local import current_env, deploy_local, deploy_paths, smoke_target
 from deploysuite.deploy.remote import (
     RemoteOutcome,
@@ -122,6 +123,8 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
     """Smoke table, then the summary; the failure (if any) ends the run non-zero."""
     if outcome.smoke and not s.events.json_mode:
         s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
+    if outcome.bake and not s.events.json_mode:
+        s.events.result(outcome.bake, BAKE_COLUMNS, title="bake window (through nginx):")
     rows: list[dict[str, str]] = [{"service": k, "change": v} for k, v in outcome.changes.items()]
     columns = ["service", "change"]
     if outcome.services:  # swarm: every service, where it runs, and the change
@@ -140,6 +143,7 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
             "changed": outcome.changes,
             "preflight": outcome.preflight,
             "smoke": [r.as_row() for r in outcome.smoke],
+            "bake": outcome.bake,
             "dry_run": s.runner.dry_run,
         },
     )

@@ -28,6 +28,7 @@ from deploysuite.config.session import Session
 from deploysuite.core import notify
 from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.runner import Command
+from deploysuite.deploy import bake
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.hooks import run_hook, run_post_hook
 from deploysuite.deploy.local import (
@@ -168,6 +169,7 @@ class RemoteOutcome:
     dry_run: bool = False
     rollback_error: str | None = None  # the rollback after a failure failed too: left as is
     services: list[dict[str, str]] = field(default_factory=list)  # swarm: what runs where
+    bake: list[dict[str, str]] = field(default_factory=list)  # 5xx and p99 before/after
 
 
 def deploy_remote(
@@ -176,6 +178,7 @@ def deploy_remote(
 ) -> RemoteOutcome:  # fmt: skip
     config, events = s.config, s.events
     require_valid_config(config, events)
+    bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
     with connect(s) as t:
         with events.step("preflight"):
             checks = preflight(t)
@@ -274,6 +277,8 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             pull(t, release_id, images)
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
+            policy = bake.bake_policy(t.config)
+            baseline = baseline_traffic(t, current, policy)
             record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
             with events.step("roll out"), silenced_blips(
                 t.runner, t.stack(current or release_id), {}, t.config, release_id, wait_timeout
@@ -286,6 +291,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
                 if failed:
                     raise ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
                                        f"inv logs --env={t.config.env} --service NAME")  # fmt: skip
+            outcome.bake = bake_release(t, release_id, policy, baseline)
             mark_current(t, release_id)
         except BaseException as exc:  # any failure after the first change: roll back
             outcome.failure = exc
@@ -304,6 +310,34 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             write_manifest(t, final)
             copy_manifest_to_s3(t, final)
         return outcome
+
+
+def baseline_traffic(
+    t: Target, current: str | None, policy: bake.BakePolicy
+) -> dict[str, bake.Traffic]:
+    """The live release's traffic of the last minutes, read before anything changes: what the
+    bake window judges the new release against."""
+    if not policy.seconds or not current or t.runner.dry_run:
+        return {}
+    until = bake.host_now(t.runner)
+    return bake.read_traffic(t.runner, t.stack(current), {}, until - policy.baseline_seconds,
+                             until)  # fmt: skip
+
+
+def bake_release(
+    t: Target, release_id: str, policy: bake.BakePolicy, baseline: Mapping[str, bake.Traffic]
+) -> list[dict[str, str]]:
+    """The bake window (deploy/bake.py): raises, and the deploy rolls back, on a regression."""
+    if not policy.seconds:
+        return []
+    title = (f"bake: {policy.seconds} s of 5xx and p99 through nginx, against "
+             f"{sum(x.requests for x in baseline.values())} requests before")  # fmt: skip
+    if t.runner.dry_run:
+        t.runner.events.command(f"[{t.conn.host.name}] {title}; roll back on a regression",
+                                run=False)  # fmt: skip
+        return []
+    with t.runner.events.step(title):
+        return bake.watch(t.runner, t.stack(release_id), {}, policy, baseline, t.config.env)
 
 
 def smoke(t: Target, release_id: str) -> list[CheckResult]:

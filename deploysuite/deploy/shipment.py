@@ -15,7 +15,7 @@ from deploysuite.config.service_env import (
     service_environment,
 )
 from deploysuite.config.session import Session
-from deploysuite.core.errors import SuiteError
+from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.runner import Command, Runner
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.local import (
@@ -149,6 +149,7 @@ def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
     """Build the service images here, push them, and return the git version and the images
     pinned by digest (by tag under --dry-run, which pushes nothing)."""
     config = s.config
+    pinned = pinned_images(config)  # refused before anything is built
     version = git_version(s.runner, config.root)
     with s.events.step("service images"):
         built = build_services(
@@ -160,9 +161,28 @@ def build_and_push(s: Session) -> tuple[str, dict[str, str]]:
     auth = {"username": user, "password": password} if user and password else None
     pushed = push_all(s.runner, [b.ref for b in wanted], auth)
     if s.runner.dry_run:
-        return version, {b.service: known_digest(s.runner, b.ref) for b in wanted}
+        return version, {b.service: known_digest(s.runner, b.ref) for b in wanted} | pinned
     by_ref = {p.ref: p.pinned for p in pushed}
-    return version, {b.service: by_ref[b.ref] for b in wanted}
+    return version, {b.service: by_ref[b.ref] for b in wanted} | pinned
+
+
+def pinned_images(config: Config) -> dict[str, str]:
+    """Services whose image the environment names (AUTH_IMAGE=repo@sha256:..., e.g. the image a
+    pipeline built and tested): that image instead of the one built here. Only by digest: a
+    tag can move between the deploy and a rollback."""
+    pinned = {}
+    for service, var in SERVICE_IMAGE_VARS.items():
+        ref = config.get(var)
+        if not ref:
+            continue
+        if "@sha256:" not in ref:
+            raise ConfigError(
+                f"{var}={ref!r} is not pinned by digest",
+                f"set {var}=REPOSITORY@sha256:DIGEST (docker buildx imagetools inspect REF), "
+                f"or unset it to deploy the image built from this checkout",
+            )
+        pinned[service] = ref
+    return pinned
 
 
 def known_digest(runner: Runner, ref: str) -> str:

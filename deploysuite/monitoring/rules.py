@@ -63,6 +63,11 @@ VARIABLES: Mapping[str, str] = {
     "cert_expiry_days": "ALERT_CERT_EXPIRY_DAYS",
     "disk_full_horizon_hours": "ALERT_DISK_FULL_HORIZON_HOURS",
 }
+# The `for:` windows an environment may set (the others are the rules' own).
+FOR_VARIABLES: Mapping[str, str] = {
+    "backup_age_for": "ALERT_BACKUP_AGE_FOR",
+    "cert_expiry_for": "ALERT_CERT_EXPIRY_FOR",
+}
 RATIOS = ("http_5xx_ratio", "postgres_connections_ratio")
 # 0 is a meaningful minimum request rate (alert on any traffic); every other threshold of 0
 # would fire for ever or never.
@@ -103,6 +108,10 @@ class AlertThresholds:
     datastore_down_for: str = "1m"
     host_down_for: str = "2m"
     endpoint_down_for: str = "2m"
+    # The backup's age past the RPO (ALERT_BACKUP_AGE_FOR) and the certificate's expiry
+    # (ALERT_CERT_EXPIRY_FOR): slow conditions, which a few minutes of confirmation cost nothing.
+    backup_age_for: str = "5m"
+    cert_expiry_for: str = "10m"
 
     def __post_init__(self) -> None:
         for name, variable in VARIABLES.items():
@@ -111,10 +120,9 @@ class AlertThresholds:
             )
         for item in fields(self):
             if item.name.endswith("_for"):
+                variable = FOR_VARIABLES.get(item.name, f"AlertThresholds.{item.name}")
                 check_duration(
-                    getattr(self, item.name),
-                    f"AlertThresholds.{item.name}",
-                    "use a duration such as 1m",
+                    getattr(self, item.name), variable, f"set {variable} to a duration such as 5m"
                 )
 
 
@@ -165,6 +173,8 @@ def alert_thresholds(config: Config) -> AlertThresholds:
         disk_full_horizon_hours=env_number(
             "ALERT_DISK_FULL_HORIZON_HOURS", defaults.disk_full_horizon_hours
         ),
+        backup_age_for=config.get("ALERT_BACKUP_AGE_FOR") or defaults.backup_age_for,
+        cert_expiry_for=config.get("ALERT_CERT_EXPIRY_FOR") or defaults.cert_expiry_for,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
+from deploysuite.edge import tls
 from deploysuite.engines.state import remove_project
 from deploysuite.images.recipes import base_image_ref
 from deploysuite.monitoring.dashboards import dashboard_metrics
@@ -59,6 +61,8 @@ class Stack:
             "PROMETHEUS_SCRAPE_INTERVAL": "5s",
             "ALERT_GROUP_WAIT": "5s",
             "ALERT_GROUP_INTERVAL": "10s",
+            # the certificate test waits for its alert seconds, not the default 10 minutes
+            "ALERT_CERT_EXPIRY_FOR": "10s",
             # a Slack-compatible receiver the test starts on the stack's egress network (Slack
             # itself cannot be reached from here): Alertmanager posts the alerts to it
             "NOTIFY_WEBHOOK_URL": f"http://{HOOK}:8080/alerts",
@@ -452,6 +456,34 @@ def test_a_stopped_service_is_named_by_smoke_and_status_and_pages(stack):
     kinds = {(r["kind"], r["what"] == "ServiceDown" and "billing" in r["detail"]) for r in rows}
     assert {("alert fired", True), ("alert resolved", True)} <= kinds, rows
     assert any(r["kind"] == "deploy" for r in rows), rows
+
+
+def test_a_certificate_near_its_end_fires_the_expiry_alert(stack):
+    """The stack's own CA signs a leaf for 3 days (the threshold is 14): blackbox reads its
+    end through nginx, CertificateExpiringSoon reaches the webhook; the real one goes back."""
+    tls_dir = stack.build_dir / "tls"
+    kept = {name: (tls_dir / name).read_bytes() for name in (tls.CERT, tls.KEY)}
+    nginx = stack.containers()["nginx"]
+    try:
+        for argv in (tls.leaf_request_argv(tls_dir, ("localhost",)),
+                     tls.leaf_sign_argv(tls_dir, secrets.token_hex(16), days=3)):  # fmt: skip
+            subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        subprocess.run(["docker", "exec", nginx, "nginx", "-s", "reload"], check=True,
+                       capture_output=True, timeout=30)  # fmt: skip
+        changed = time.monotonic()
+        # probe (5 s) + evaluation (5 s) + for: 10 s + group_wait 5 s, and the reload itself
+        posted = wait_for_hook(stack, "FIRING", "CertificateExpiringSoon", timeout=120)
+        print(f"CertificateExpiringSoon posted {posted - changed:.1f} s after the reload")
+        alerts = stack.prometheus_api("/api/v1/alerts")["alerts"]
+        fired = [a for a in alerts if a["labels"]["alertname"] == "CertificateExpiringSoon"]
+        assert fired and fired[0]["state"] == "firing", alerts
+        left = float(fired[0]["value"]) / 86400
+        assert 2.9 < left <= 3.0, left  # the probe read the new certificate's end
+    finally:
+        for name, data in kept.items():
+            (tls_dir / name).write_bytes(data)
+        subprocess.run(["docker", "exec", nginx, "nginx", "-s", "reload"], capture_output=True,
+                       timeout=30)  # fmt: skip
 
 
 def wait_for_hook(stack: Stack, *words: str, timeout: float) -> float:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ from deploysuite.config.layers import load_config
 from deploysuite.config.service_env import render_services_env
 from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 from deploysuite.images.build import images_file, read_images_file
-from tests.integration.conftest import REPO, run_task
+from deploysuite.monitoring.rules import AlertThresholds, render_rules
+from tests.integration.conftest import REPO, free_port, run_task
 
 pytestmark = pytest.mark.integration
 DATABASES = ("auth", "chat", "billing", "analytics")
@@ -77,6 +79,8 @@ class BackupStack:
             "S3_PART_SIZE_MB": "5", "BACKUP_INTERVAL_HOURS": "6", "BACKUP_RPO_HOURS": "6",
             "BASEBACKUP_INTERVAL_HOURS": "24", "POSTGRES_ARCHIVE_MODE": "on",
             "WAL_MAX_LAG_SECONDS": "120", "NOTIFY_WEBHOOK_URL": hook.url,
+            # the host's network (moto is on loopback): the metrics on a free loopback port
+            "BACKUP_METRICS_ADDRESS": "127.0.0.1", "BACKUP_METRICS_PORT": str(free_port()),
         }  # fmt: skip
         env.update(
             COMPOSE_PROJECT_NAME=self.project, COMPOSE_PROFILES="backup",
@@ -221,6 +225,51 @@ def test_the_healthcheck_fails_on_a_stale_backup(stack):
                           "-m", "deploysuite.backup.agent", "health", check=False)  # fmt: skip
     assert stale.returncode == 1
     assert "the newest verified backup is" in stale.stdout and "(RPO 0.0001 h)" in stale.stdout
+
+
+def test_a_backup_older_than_the_rpo_fires_backup_too_old_in_prometheus(stack, base_images,
+                                                                       tmp_path):  # fmt: skip
+    """The stack's Prometheus image scrapes the running agent's metrics and evaluates the
+    suite's own backup rules, rendered with an RPO of 3.6 s: BackupTooOld fires on real data."""
+    stack.wait_for("the first dumps", lambda: stack.status().get("newest_verified"))
+    rules = render_rules(AlertThresholds(rpo_hours=0.001, backup_age_for="2s"))
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "backups.yml").write_text(rules["backups.yml"])
+    port, agent = free_port(), f"127.0.0.1:{stack.backup_env['BACKUP_METRICS_PORT']}"
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 2s, evaluation_interval: 2s}\n"
+        "rule_files: [/etc/prometheus/rules/*.yml]\n"
+        "scrape_configs:\n"
+        "  - job_name: backup\n"
+        f"    static_configs: [{{targets: ['{agent}']}}]\n"
+    )
+    tmp_path.chmod(0o755)
+    name = f"{stack.project}-prometheus"
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", name, "--network", "host", "--read-only",
+         "--tmpfs", "/prometheus:uid=65534", "-v", f"{tmp_path}:/etc/prometheus:ro",
+         base_images["prometheus"], "--config.file=/etc/prometheus/prometheus.yml",
+         "--storage.tsdb.path=/prometheus", f"--web.listen-address=127.0.0.1:{port}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    try:
+
+        def firing() -> dict | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts",
+                                            timeout=5) as answer:  # fmt: skip
+                    alerts = json.loads(answer.read())["data"]["alerts"]
+            except OSError:
+                return None
+            return next((a for a in alerts if a["labels"]["alertname"] == "BackupTooOld"
+                         and a["state"] == "firing"), None)  # fmt: skip
+
+        alert = stack.wait_for("BackupTooOld to fire", firing, timeout=90)
+        assert alert["labels"]["severity"] == "critical"
+        assert float(alert["value"]) > 3.6  # seconds since the newest verified backup
+        assert "inv backup" in alert["annotations"]["runbook"]
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
 
 
 def test_point_in_time_restore_replays_to_the_moment_between_two_writes(stack):

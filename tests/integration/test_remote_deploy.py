@@ -17,10 +17,14 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +37,8 @@ from deploysuite.core.runner import Runner
 from deploysuite.core.ssh import Host, SshConnection
 from deploysuite.deploy.lock import deploy_lock, lock_path, new_info, try_acquire
 from deploysuite.engines.state import remove_project
+from deploysuite.images.build import images_file, read_images_file
+from deploysuite.images.registry import push_all
 from tests.integration.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -342,6 +348,105 @@ def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
     audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
     assert audit[-1]["outcome"] == "rolled back"
     assert any("failed and was rolled back" in t for t in remote.receiver.texts())
+
+
+# The analytics image with one route broken the way a code defect breaks it: every request for
+# all counts raises (500), while the health checks and the smoke tests' `counts?name=` pass.
+BREAK_ONE_ROUTE = """
+import pathlib
+app = pathlib.Path("/app/service/analytics_service/app.py")
+text = app.read_text()
+good = '    if name is None:\\n        return json_response({"counts": await store.counts()})'
+assert good in text, "the counts route changed: update this test's patch"
+app.write_text(text.replace(good, '    if name is None:\\n        raise RuntimeError("defect")'))
+"""
+
+
+def broken_analytics_image(remote, registry) -> str:
+    """Built FROM the analytics image that runs, patched, pushed; repository@digest."""
+    built = read_images_file(images_file(REPO, f"{registry.host}/mysaaschat"))
+    base = str(built["analytics"]["ref"])
+    context = remote.workdir / "broken-analytics"
+    context.mkdir(exist_ok=True)
+    (context / "patch.py").write_text(BREAK_ONE_ROUTE)
+    (context / "Dockerfile").write_text(
+        f"FROM {base}\nUSER root\nCOPY patch.py /tmp/patch.py\n"
+        "RUN python3 /tmp/patch.py && rm /tmp/patch.py && python3 -m compileall -q /app/service\n"
+        "USER 1001:1001\n"
+    )
+    ref = f"{registry.host}/mysaaschat/analytics:broken-{os.getpid()}"
+    subprocess.run(["docker", "build", "-q", "-t", ref, str(context)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    runner = Runner(Events(json_mode=True))
+    auth = {"username": registry.username, "password": registry.password}
+    return push_all(runner, [ref], auth)[0].pinned
+
+
+@contextmanager
+def requests_to(
+    url: str, ca_file: Path, rate: float = 10, seconds: float = 600
+) -> Iterator[Counter]:
+    """GET one URL `rate` times a second until the block ends (or `seconds` at most): status ->
+    count ("error" for a failed connection)."""
+    seen: Counter = Counter()
+    stop = threading.Event()
+    context = ssl.create_default_context(cafile=str(ca_file))
+
+    def loop() -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=5) as answer:
+                    seen[answer.status] += 1
+            except urllib.error.HTTPError as exc:
+                seen[exc.code] += 1
+            except OSError:
+                seen["error"] += 1
+            stop.wait(1 / rate)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def test_a_release_that_breaks_one_route_is_rolled_back_by_the_bake_window(remote, registry):
+    current = remote.current()
+    before = remote.containers()
+    pinned = broken_analytics_image(remote, registry)
+    url = f"https://localhost:{remote.https}/api/analytics/counts"
+    with requests_to(url, remote.ca_file) as seen:
+        time.sleep(5)  # the live release answers the route: the baseline
+        result = remote.deploy(
+            "--set", f"ANALYTICS_IMAGE={pinned}", "--set", "DEPLOY_BAKE_SECONDS=90",
+            "--set", "LOG_LEVEL=WARNING",
+        )  # fmt: skip
+        during = dict(seen)
+        time.sleep(3)
+    assert result.returncode == 1, result.stderr[-4000:]  # a check failed, as a smoke check
+    line = last_line(result)
+    assert line.startswith("error: bake window: analytics answered "), line
+    assert "--env=loopback --service analytics" in line
+    assert "with 5xx" in line and "0.0% before" in line and f"rolled back to {current}" in line
+    # healthy and passing its smoke tests: only the bake window could catch it
+    assert "smoke" not in line and "journey:analytics count" in result.stderr
+    assert during.get(500, 0) >= 20 and during.get(200, 0) >= 20, during
+    assert remote.current() == current and remote.containers() == before
+    after = dict(seen)
+    assert after.get(200, 0) > during.get(200, 0), (during, after)  # answered again
+    failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
+    assert failed[-1]["previous"] == current
+
+
+def test_a_service_image_not_pinned_by_digest_is_refused_before_anything(remote, registry):
+    current = remote.current()
+    result = remote.deploy("--set", f"ANALYTICS_IMAGE={registry.host}/mysaaschat/analytics:x")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "ANALYTICS_IMAGE=" in last_line(result) and "not pinned by digest" in last_line(result)
+    assert remote.current() == current
 
 
 def test_a_concurrent_deploy_is_refused_with_the_holders_details(remote, ssh_host):
