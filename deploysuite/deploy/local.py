@@ -38,7 +38,7 @@ from deploysuite.edge.nginx import (
     write_rendered,
 )
 from deploysuite.engines import state as stack_state
-from deploysuite.engines.compose import ComposeEngine
+from deploysuite.engines.compose import ComposeEngine, batch_size
 from deploysuite.engines.stack import (
     COMPOSE_FILE,
     SERVICE_IMAGE_VARS,
@@ -282,6 +282,7 @@ def converge_local(
     paths = deploy_paths(config)
     version = stack_state.engine_version(runner)
     require_valid_config(config, events)
+    batch_size(config)  # refused before anything is built
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):
@@ -311,7 +312,7 @@ def converge_local(
     with events.step("monitoring configuration"):
         reread = prepare_monitoring(runner, config, paths)
     env = compose_env(config, images, paths)
-    engine = ComposeEngine(runner, stack, env, config.env)
+    engine = ComposeEngine(runner, stack, env, config.env, batch_size=batch_size(config))
     state = engine.on_stack(plan_stack).plan()
     stack_state.require_images(state, config.env)
     plan = state.plan()

@@ -63,6 +63,7 @@ from deploysuite.deploy.target import (
     write_manifest,
 )
 from deploysuite.engines import state as stack_state
+from deploysuite.engines.compose import batch_size
 from deploysuite.monitoring.deploymetrics import (
     METRICS_FILE,
     deploy_metrics,
@@ -179,6 +180,7 @@ def deploy_remote(
     config, events = s.config, s.events
     require_valid_config(config, events)
     bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
+    batch_size(config)
     with connect(s) as t:
         with events.step("preflight"):
             checks = preflight(t)

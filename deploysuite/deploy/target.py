@@ -15,7 +15,7 @@ from deploysuite.core.runner import Command, Runner
 from deploysuite.core.ssh import SshConnection
 from deploysuite.deploy import release as rel
 from deploysuite.engines import hosts
-from deploysuite.engines.compose import ComposeEngine
+from deploysuite.engines.compose import ComposeEngine, batch_size
 from deploysuite.engines.stack import COMPOSE_FILE, Stack, compose_profiles
 
 
@@ -42,7 +42,8 @@ class Target:
 
     def engine(self, release_id: str) -> ComposeEngine:
         """Compose on the host's engine, acting on the release's files (its own `.env`)."""
-        return ComposeEngine(self.runner, self.stack(release_id), {}, self.config.env)
+        return ComposeEngine(self.runner, self.stack(release_id), {}, self.config.env,
+                             batch_size=batch_size(self.config))  # fmt: skip
 
     def reconnect_if_lost(self) -> None:
         """After a dropped connection: a new one, verified the same way, for what must still

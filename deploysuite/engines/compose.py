@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from deploysuite.config.layers import Config
 from deploysuite.config.service_env import SERVICE_VARIABLES
 from deploysuite.core import commands
-from deploysuite.core.errors import SuiteError
+from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Command, Runner
 from deploysuite.edge.nginx import nginx_reload_argv
@@ -40,6 +41,7 @@ class ComposeEngine:
     env: Mapping[str, str] = field(default_factory=dict)
     env_name: str = "local"
     settle: float = RELOAD_SETTLE_SECONDS
+    batch_size: int = 0  # services replaced together (DEPLOY_ROLL_BATCH_SIZE); 0: all
 
     @property
     def events(self) -> Events:
@@ -131,9 +133,10 @@ class ComposeEngine:
     ) -> None:
         """Bring the planned changes about. Services that are down or new have no traffic to
         protect: they start first (nginx cannot reload while an upstream name does not resolve).
-        Services that run and change are then replaced beside their old container, one at a
-        time, so no request is dropped; compose finally brings up whatever is left (nginx, data
-        stores). before_roll() runs once those are up, before the first replacement.
+        Services that run and change are then replaced beside their old containers, a batch of
+        `batch_size` at a time (engines/rolling.py), so no request is dropped; compose finally
+        brings up whatever is left (nginx, data stores). before_roll() runs once those are up,
+        before the first replacement.
         Raises RolloutFailed or CommandFailed; the caller switches the proxy afterwards."""
         runner, events = self.runner, self.runner.events
         to_roll = rolling_candidates(state, changes) if rolling else []
@@ -145,21 +148,41 @@ class ComposeEngine:
                 self.start(starting, wait_timeout, no_deps=True)
         if before_roll is not None:  # every upstream name resolves now: nginx can check its files
             before_roll()
-        for service in to_roll:
-            with events.step(f"roll {service} ({changes[service]})"):
-                summary = roll(
+        for batch in batches(to_roll, self.batch_size):
+            with events.step(f"roll {', '.join(batch)}"):
+                for service in batch:
+                    events.info(f"  roll {service} ({changes[service]})")
+                summaries = roll(
                     runner,
                     self.stack,
                     self.env,
-                    service,
+                    batch,
                     wait_timeout,
                     reload_proxy=self.switch,
                     explain=lambda name: stack_state.explain_container(runner, name),
                     env_name=self.env_name,
                 )
-                events.info(f"  {summary}")
+                for line in summaries:
+                    events.info(f"  {line}")
         with events.step(f"converge {len(changes)} service(s)"):
             self.start((), wait_timeout)
+
+
+def batch_size(config: Config) -> int:
+    """DEPLOY_ROLL_BATCH_SIZE: how many services are replaced together (0 or unset: all)."""
+    raw = config.get("DEPLOY_ROLL_BATCH_SIZE") or "0"
+    if not raw.isdigit():
+        raise ConfigError(
+            f"DEPLOY_ROLL_BATCH_SIZE={raw!r} is not a whole number",
+            "set it to 0 (every changed service together) or a batch size such as 2",
+        )
+    return int(raw)
+
+
+def batches(services: Sequence[str], size: int) -> list[list[str]]:
+    """The services in rolling order, `size` at a time (0: all together)."""
+    size = size or len(services) or 1
+    return [list(services[i : i + size]) for i in range(0, len(services), size)]
 
 
 def migration_summary(output: str) -> str:

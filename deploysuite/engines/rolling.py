@@ -1,20 +1,24 @@
-"""Rolling replacement of one service without dropping a request.
+"""Rolling replacement of a batch of services without dropping a request.
 
-    1. start the new container beside the old one (compose --scale N*2 --no-recreate);
-    2. wait for its healthcheck (readiness: dependencies reachable);
-    3. reload nginx: the service name now resolves to old and new;
-    4. stop the old container gracefully (it reports not-ready, drains, finishes in-flight
-       requests, closes WebSockets with 1001) and remove it;
-    5. reload nginx again: only the new one is left.
+    1. start each service's new container beside its old one (one compose --scale N*2
+       --no-recreate for the whole batch);
+    2. wait until every new container is ready: Docker's healthcheck, or sooner the same check
+       run by the suite (`docker exec`) every fraction of a second; a container that exits,
+       restarts or turns unhealthy fails the batch at once;
+    3. reload nginx: each service name now resolves to old and new;
+    4. stop the old containers gracefully, all at once (each reports not-ready, drains,
+       finishes in-flight requests, closes WebSockets with 1001), and remove them;
+    5. reload nginx again: only the new ones are left.
 
-If the new container never becomes healthy, it is removed and nginx is not switched: the old
-container served throughout.
+If a new container never becomes ready, the batch's new containers are removed and nginx is
+not switched: the old containers served throughout.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from deploysuite.core import commands
 from deploysuite.core.errors import SuiteError
@@ -38,24 +42,57 @@ def containers_argv(project: str, service: str) -> commands.Argv:
     )  # fmt: skip
 
 
-def scale_argv(stack: Stack, service: str, count: int) -> commands.Argv:
+def scale_argv(stack: Stack, counts: Mapping[str, int]) -> commands.Argv:
+    scales = [arg for name, count in counts.items() for arg in ("--scale", f"{name}={count}")]
     return commands.compose(
-        stack.project, stack.files, "up", "--detach", "--no-deps", "--no-recreate",
-        "--scale", f"{service}={count}", service, profiles=stack.profiles,
+        stack.project, stack.files, "up", "--detach", "--no-deps", "--no-recreate", *scales,
+        *counts, profiles=stack.profiles,
     )  # fmt: skip
 
 
+# State, health (or none) and the healthcheck's command of each container, one line each.
+STATE_FORMAT = (
+    "{{.Name}}\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none"
+    "{{end}}\t{{json .Config.Healthcheck}}"
+)
+FAILED = ("unhealthy", "exited", "dead", "restarting", "removing", "gone")
+
+
 def health_argv(names: list[str]) -> commands.Argv:
-    return ("docker", "inspect", "--format", "{{.Name}} {{.State.Health.Status}}", *names)
+    return ("docker", "inspect", "--format", STATE_FORMAT, *names)
 
 
 def parse_health(text: str) -> dict[str, str]:
-    out = {}
+    """name -> healthy, starting, unhealthy, none (no healthcheck) or the state of a container
+    that stopped running (exited, dead, restarting...)."""
+    return {name: status for name, (status, _probe) in parse_states(text).items()}
+
+
+def parse_states(text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name -> (status as parse_health says, the healthcheck's argv or ())."""
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for line in text.splitlines():
-        name, _, status = line.strip().partition(" ")
-        if name:
-            out[name.lstrip("/")] = status or "none"
+        parts = line.strip().split("\t")
+        if not parts[0]:
+            continue
+        name, state, health, check = [*parts, "", "none", "null"][:4]
+        status = health if state == "running" else state or "gone"
+        out[name.lstrip("/")] = (status, probe_argv(check))
     return out
+
+
+def probe_argv(check_json: str) -> tuple[str, ...]:
+    """The healthcheck's test as an argv to run in the container: ["CMD", a, b] -> (a, b);
+    ["CMD-SHELL", c] -> (sh, -c, c); none -> ()."""
+    try:
+        test = (json.loads(check_json) or {}).get("Test") or []
+    except (ValueError, AttributeError):
+        return ()
+    if test[:1] == ["CMD"]:
+        return tuple(test[1:])
+    if test[:1] == ["CMD-SHELL"] and len(test) > 1:
+        return ("sh", "-c", test[1])
+    return ()
 
 
 def service_containers(runner: Runner, project: str, service: str) -> list[str]:
@@ -63,65 +100,101 @@ def service_containers(runner: Runner, project: str, service: str) -> list[str]:
     return sorted(out.split())
 
 
-def wait_healthy(runner: Runner, names: list[str], timeout: float) -> dict[str, str]:
-    """Poll until every container is healthy, one is unhealthy, or the time is up."""
+def wait_healthy(
+    runner: Runner, names: list[str], timeout: float, probe: bool = False
+) -> dict[str, str]:
+    """Poll until every container is healthy, one failed (unhealthy, exited, restarting), or the
+    time is up. With `probe`, a container whose own healthcheck command passes when the suite
+    runs it is ready at once, before Docker's next scheduled check says so."""
     deadline = time.monotonic() + timeout
     status: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        status = parse_health(runner.run(Command(health_argv(names), mutates=False)).stdout)
-        if all(s == "healthy" for s in status.values()) or "unhealthy" in status.values():
+    ready: set[str] = set()
+    pause = 0.25
+    while True:
+        states = parse_states(runner.run(Command(health_argv(names), mutates=False),
+                                         check=False).stdout)  # fmt: skip
+        status = {name: states.get(name, ("gone", ()))[0] for name in names}
+        status.update({name: "healthy" for name in ready if status[name] == "starting"})
+        if probe:
+            for name in names:
+                check = states.get(name, ("", ()))[1]
+                if status[name] == "starting" and check and passes(runner, name, check):
+                    ready.add(name)
+                    status[name] = "healthy"
+        if all(s == "healthy" for s in status.values()) or any(
+            s in FAILED for s in status.values()
+        ):
             return status
-        time.sleep(POLL_SECONDS)
-    return status
+        if time.monotonic() >= deadline:
+            return status
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_SECONDS)
+
+
+def passes(runner: Runner, name: str, check: tuple[str, ...]) -> bool:
+    result = runner.run(Command(("docker", "exec", name, *check), mutates=False, timeout=30),
+                        check=False)  # fmt: skip
+    return result.ok
 
 
 def roll(
     runner: Runner,
     stack: Stack,
     env: Mapping[str, str],
-    service: str,
+    services: Sequence[str],
     wait_timeout: float,
     reload_proxy: Callable[[], None],
     explain: Callable[[str], list[str]],
     env_name: str = "local",
-) -> str:
-    """Replace `service`'s containers one generation at a time; returns a summary line.
-
-    explain(container) gives the failing healthcheck output and log tail for the error.
-    """
-    old = service_containers(runner, stack.project, service)
+) -> list[str]:
+    """Replace the services' containers one generation at a time, the batch together; returns
+    a summary line per service. explain(container) gives the failing healthcheck output and
+    log tail for the error."""
+    old = {name: service_containers(runner, stack.project, name) for name in services}
+    counts = {name: 2 * max(1, len(old[name])) for name in services}
     runner.run(
-        Command(scale_argv(stack, service, 2 * len(old)), env=env, timeout=300),
-        fix=f"inv logs --service {service}",
+        Command(scale_argv(stack, counts), env=env, timeout=300),
+        fix=f"inv logs --env={env_name} --service {services[0]}",
     )
     if runner.dry_run:
-        return "would start the new container beside the old one"
-    new = [name for name in service_containers(runner, stack.project, service) if name not in old]
+        return [f"{name}: would start the new container beside the old one" for name in services]
+    new = {
+        name: [c for c in service_containers(runner, stack.project, name) if c not in old[name]]
+        for name in services
+    }
+    started = [c for name in services for c in new[name]]
     try:
-        status = wait_healthy(runner, new, wait_timeout)
-        if not new or any(s != "healthy" for s in status.values()):
-            for line in (line for name in new for line in explain(name)):
+        status = wait_healthy(runner, started, wait_timeout, probe=True)
+        failed = [n for n in services if not new[n] or any(status[c] != "healthy" for c in new[n])]
+        if failed:
+            for line in (line for n in failed for c in new[n] for line in explain(c)):
                 runner.events.info(line)
-            seen = ", ".join(f"{n}: {s}" for n, s in status.items()) or "no container started"
+            seen = ", ".join(f"{c}: {status[c]}" for n in failed for c in new[n])
+            gone = ("it was removed and the old one" if len(started) == 1
+                    else "the batch's new containers were removed and the old ones")  # fmt: skip
             raise RolloutFailed(
-                f"{service}: the new container did not become healthy ({seen}); it was removed "
-                "and the old one kept serving, nothing was switched",
-                f"inv logs --env={env_name} --service {service}",
+                f"{', '.join(failed)}: the new container did not become healthy "
+                f"({seen or 'no container started'}); {gone} kept serving, nothing was switched",
+                f"inv logs --env={env_name} --service {failed[0]}",
             )
         try:
             reload_proxy()
         except SuiteError as exc:
             raise RolloutFailed(
-                f"{service}: nginx did not take the new container ({exc.what}); it was removed "
-                "and the old one kept serving",
+                f"{', '.join(services)}: nginx did not take the new containers ({exc.what}); "
+                "they were removed and the old ones kept serving",
                 "inv status names any upstream that is down; inv logs --service nginx",
             ) from None
     except BaseException:
         # Nothing switched yet: the new generation goes, the old one never stopped.
-        runner.run(Command(("docker", "rm", "--force", *new)), check=False)
+        if started:
+            runner.run(Command(("docker", "rm", "--force", *started)), check=False)
         raise
-    grace = str(STOP_GRACE_SECONDS)
-    runner.run(Command(("docker", "stop", "--time", grace, *old), timeout=STOP_GRACE_SECONDS + 30))
-    runner.run(Command(("docker", "rm", *old)))
-    reload_proxy()
-    return f"{', '.join(old)} -> {', '.join(new)}"
+    retired = [c for name in services for c in old[name]]
+    if retired:
+        grace = str(STOP_GRACE_SECONDS)
+        runner.run(Command(("docker", "stop", "--time", grace, *retired),
+                           timeout=STOP_GRACE_SECONDS + 30))  # fmt: skip
+        runner.run(Command(("docker", "rm", *retired)))
+        reload_proxy()
+    return [f"{', '.join(old[n]) or '(none)'} -> {', '.join(new[n])}" for n in services]
