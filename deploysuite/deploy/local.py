@@ -28,6 +28,7 @@ from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command, Runner
+from deploysuite.deploy.drift import find_drift, refuse_drift
 from deploysuite.deploy.rollout import run_migrations, silenced_blips
 from deploysuite.deploy.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
 from deploysuite.edge import tls
@@ -283,6 +284,8 @@ def converge_local(
     version = stack_state.engine_version(runner)
     require_valid_config(config, events)
     batch_size(config)  # refused before anything is built
+    with events.step("credentials of the running data stores"):
+        refuse_drift(runner, find_drift(runner, config), config.env)
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):

@@ -30,6 +30,7 @@ from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.runner import Command
 from deploysuite.deploy import bake
 from deploysuite.deploy import release as rel
+from deploysuite.deploy.drift import find_drift, refuse_drift
 from deploysuite.deploy.hooks import run_hook, run_post_hook
 from deploysuite.deploy.local import (
     deploy_paths,
@@ -184,6 +185,8 @@ def deploy_remote(
     with connect(s) as t:
         with events.step("preflight"):
             checks = preflight(t)
+        with events.step("credentials of the running data stores"):
+            refuse_drift(t.runner, find_drift(t.runner, config), config.env)
         version, images = build_and_push(s)
         now = dt.datetime.now(dt.UTC)
         release_id = rel.new_release_id(now, version)

@@ -277,6 +277,21 @@ def test_second_deploy_changes_nothing(stack):
     assert stack.containers() == before
 
 
+def test_a_password_the_data_store_does_not_hold_stops_the_deploy_before_any_change(stack):
+    """A new POSTGRES_PASSWORD while the volume keeps the old one (a fresh clone's secrets, a
+    rotation done only in the file): refused, named, nothing changed."""
+    before = stack.containers()
+    drifted = stack.inv("deploy", "--env=local", "--set",
+                        f"POSTGRES_PASSWORD={secrets.token_urlsafe(32)}")  # fmt: skip
+    assert drifted.returncode == 2, drifted.stderr[-3000:]
+    last = drifted.stderr.strip().splitlines()[-1]
+    assert "PostgreSQL's data volume holds another password than POSTGRES_PASSWORD" in last
+    assert "stopped before changing anything" in last and "\\password" in last
+    assert stack.containers() == before
+    again = stack.inv("deploy", "--env=local", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] == {}, again.stderr[-2000:]
+
+
 def test_dry_run_prints_commands_and_changes_nothing(stack):
     before = stack.containers()
     result = stack.inv("deploy", "--env=local", "--dry-run", "--set", "LOG_LEVEL=DEBUG")

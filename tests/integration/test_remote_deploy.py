@@ -289,7 +289,7 @@ def test_dry_run_prints_the_commands_per_host_and_changes_nothing(remote):
     assert "removed 1 leftover planning folder(s) of an interrupted --dry-run" in result.stderr
     assert not leftover.exists()
     out = result.stdout  # the plan: every command that would change something, per host
-    assert "[app1] $ docker compose --project-name" in out and "--scale auth=2 auth" in out
+    assert "[app1] $ docker compose --project-name" in out and "--scale auth=2 --scale chat=2" in out
     assert "[app1] write " in out and "/.env (mode 0600" in out
     assert "/tmp/tmp." not in out  # the plan's scratch copy is shown as the release's own folder
     assert f"{remote.env_dir}/releases/" in out
@@ -447,6 +447,16 @@ def test_a_service_image_not_pinned_by_digest_is_refused_before_anything(remote,
     assert result.returncode == 2, result.stderr[-2000:]
     assert "ANALYTICS_IMAGE=" in last_line(result) and "not pinned by digest" in last_line(result)
     assert remote.current() == current
+
+
+def test_a_password_rabbitmq_does_not_hold_stops_the_deploy_before_any_change(remote):
+    current, before = remote.current(), remote.containers()
+    drifted = remote.deploy("--set", f"RABBITMQ_PASSWORD={'r' * 40}")
+    assert drifted.returncode == 2, drifted.stderr[-3000:]
+    line = last_line(drifted)
+    assert "RabbitMQ's data volume holds another password than RABBITMQ_PASSWORD" in line
+    assert "rabbitmqctl change_password" in line and "r" * 40 not in drifted.stderr
+    assert remote.current() == current and remote.containers() == before
 
 
 def test_a_concurrent_deploy_is_refused_with_the_holders_details(remote, ssh_host):
