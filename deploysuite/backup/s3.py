@@ -78,6 +78,9 @@ class IncompleteUpload(NamedTuple):
     upload_id: str
     initiated: datetime
 
+# Environments whose backups hold users' data: no unencrypted objects without a written override.
+ENCRYPTED_ENVIRONMENTS = ("staging", "production")
+
 
 def settings(config: Config) -> S3Settings:
     """The S3 settings of `config`'s environment; a missing bucket or bad value is a ConfigError."""
@@ -93,6 +96,14 @@ def settings(config: Config) -> S3Settings:
     if sse not in SSE_MODES:
         raise ConfigError(
             f"S3_SSE={sse!r} is not one of {', '.join(SSE_MODES)}", f"fix S3_SSE in {env_file}"
+        )
+    if sse == "none" and config.env in ENCRYPTED_ENVIRONMENTS and (
+        config.get("S3_ALLOW_UNENCRYPTED") or ""
+    ).lower() not in ("yes", "true", "1"):
+        raise ConfigError(
+            f"S3_SSE=none in '{config.env}': its backups would lie in the bucket unencrypted",
+            f"set S3_SSE=AES256 or aws:kms in {env_file}; for an endpoint without server-side "
+            "encryption, say so with S3_ALLOW_UNENCRYPTED=yes",
         )
     raw_part = config.get("S3_PART_SIZE_MB", "16") or "16"
     if not raw_part.isdigit() or int(raw_part) < S3_MIN_PART // MiB:

@@ -87,7 +87,7 @@ def test_settings_read_the_documented_defaults(tree: Path):
 def test_settings_take_every_value_and_keep_secrets_out_of_repr(tree: Path):
     s = settings(load(tree, S3_BUCKET="b", S3_ENDPOINT_URL="http://127.0.0.1:9000",
                       S3_REGION="eu-west-3", S3_PREFIX="/team/chat/", S3_SSE="none",
-                      S3_PART_SIZE_MB="64", S3_ACCESS_KEY_ID="AKIAEXAMPLE",
+                      S3_ALLOW_UNENCRYPTED="yes", S3_PART_SIZE_MB="64", S3_ACCESS_KEY_ID="AKIAEXAMPLE",
                       S3_SECRET_ACCESS_KEY="very-secret-value"))  # fmt: skip
     assert (s.endpoint_url, s.region, s.prefix, s.sse, s.part_size_mb) == (
         "http://127.0.0.1:9000", "eu-west-3", "team/chat", "none", 64)  # fmt: skip
@@ -107,6 +107,8 @@ def test_a_missing_bucket_is_a_config_error_with_a_one_line_fix(tree: Path):
     ("values", "says"),
     [
         ({"S3_SSE": "aes256"}, "S3_SSE='aes256' is not one of AES256, aws:kms, none"),
+        ({"S3_SSE": "none"}, "S3_SSE=none in 'staging': its backups would lie in the bucket"),
+        ({"S3_SSE": "none", "S3_ALLOW_UNENCRYPTED": "no"}, "S3_SSE=none in 'staging'"),
         ({"S3_PART_SIZE_MB": "4"}, "S3_PART_SIZE_MB='4' is not a whole number of at least 5"),
         ({"S3_PART_SIZE_MB": "16M"}, "S3_PART_SIZE_MB='16M'"),
         ({"S3_PREFIX": "/"}, "S3_PREFIX is empty"),
@@ -195,3 +197,16 @@ def test_destructive_calls_stay_inside_one_folder():
             require_folder(prefix)
     with pytest.raises(ValueError, match="keys outside mysaaschat/"):
         require_folder("mysaaschat/", ["mysaaschat/a", "mysaaschat-other/x"])
+
+
+def test_unencrypted_backups_are_refused_only_where_users_data_lies(tmp_path: Path):
+    shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
+    for env in ("local", "production"):
+        (tmp_path / "environments" / env).mkdir(parents=True)
+        (tmp_path / "environments" / env / "config.env").write_text("")
+    values = {"S3_BUCKET": "b", "S3_SSE": "none"}
+    local = load_config("local", root=tmp_path, process_env={}, cli=values)
+    assert settings(local).sse == "none"
+    production = load_config("production", root=tmp_path, process_env={}, cli=values)
+    with pytest.raises(ConfigError, match="S3_SSE=none in 'production'"):
+        settings(production)
