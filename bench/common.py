@@ -7,9 +7,10 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -53,6 +54,48 @@ def row(
         "machine": machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+
+
+Measured = tuple[float, dict[str, Any]]  # (seconds, bench.loadgen report) of one run
+
+LOAD_METRICS: tuple[tuple[str, str, Callable[[Measured], float]], ...] = (
+    ("wall time", "s", lambda r: r[0]),
+    ("failed requests", "requests", lambda r: r[1]["failed"]),
+    ("p99 latency", "ms", lambda r: r[1]["p99_ms"]),
+    ("WebSocket messages lost", "messages", lambda r: r[1]["messages_lost"]),
+)
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2)}  # fmt: skip
+
+
+def load_rows(
+    case: str, baseline: str, ours: Sequence[Measured], raw: Sequence[Measured]
+) -> list[dict[str, object]]:
+    """One row per metric of a case measured under load: the medians, min/median/max of each
+    side, and every run's request total, failures and client retries."""
+    rows = []
+    for metric, unit, pick in LOAD_METRICS:
+        values, base = [float(pick(r)) for r in ours], [float(pick(r)) for r in raw]
+        entry = row(case, metric, statistics.median(values), unit, baseline,
+                    statistics.median(base) if base else 0.0, len(values))  # fmt: skip
+        entry["value_runs"] = stats(values)
+        for prefix, runs in (("", ours), ("baseline_", raw)):
+            if not runs:
+                continue
+            if prefix:
+                entry["baseline_runs"] = stats(base)
+            entry[f"{prefix}requests"] = [r[1]["requests"] for r in runs]
+            entry[f"{prefix}failed"] = [r[1]["failed"] for r in runs]
+            entry[f"{prefix}retried"] = [r[1].get("retried", 0) for r in runs]
+            entry[f"{prefix}client_retries"] = "on (GETs, once)" if any(
+                r[1].get("retry_closed") for r in runs) else "off"  # fmt: skip
+        rows.append(entry)
+        print(f"{case:45} {metric:24} ours {entry['value_runs']}  baseline "
+              f"{entry.get('baseline_runs', '-')} {unit}")  # fmt: skip
+    return rows
 
 
 def median(values: Sequence[float]) -> float:

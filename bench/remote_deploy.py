@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, median, row, write
+from common import REPO, load_rows, write
 
 sys.path.insert(0, str(REPO))
 from bench.loadgen import BackgroundLoad
@@ -202,23 +202,11 @@ def main() -> None:
     finally:
         bench.close()
     rows = []
+    baseline = "docker compose up -d of the same change (same load)"
     for case, label in (("all", "deploy of all HTTP services"),
                         ("broken", "broken release, rolled back")):  # fmt: skip
-        ours, raw = results[f"{case}: ours"], results[f"{case}: raw"]
-        baseline = "docker compose up -d of the same change (same load)"
-        for metric, unit, pick in (
-            ("wall time", "s", lambda r: r[0]),
-            ("failed requests", "requests", lambda r: r[1]["failed"]),
-            ("p99 latency", "ms", lambda r: r[1]["p99_ms"]),
-            ("WebSocket messages lost", "messages", lambda r: r[1]["messages_lost"]),
-        ):
-            value, base = median([pick(r) for r in ours]), median([pick(r) for r in raw])
-            rows.append(row(f"{label}: inv deploy", metric, value, unit, baseline, base,
-                            args.runs))  # fmt: skip
-            print(f"{label:32} {metric:24} ours {value:9.1f}  compose {base:9.1f} {unit}")
-        for side, runs in (("ours", ours), ("compose", raw)):
-            for seconds, report in runs:
-                print(f"  {side}: {seconds:.1f} s {json.dumps(report)}")
+        rows += load_rows(f"{label}: inv deploy", baseline, results[f"{case}: ours"],
+                          results[f"{case}: raw"])  # fmt: skip
     print(write("remote_deploy", rows))
 
 

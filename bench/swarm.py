@@ -41,14 +41,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from common import REPO, row, write
+from common import REPO, load_rows, write
 
 sys.path.insert(0, str(REPO))
 from deploysuite.images.recipes import BASE_IMAGES, base_image_ref
@@ -191,11 +190,6 @@ class Bench:
         self.registry.stop()
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
-            "max": round(max(values), 2)}  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -242,31 +236,8 @@ def main() -> None:
              ("rollback", "rollback of the whole stack", "-"),
              ("kill", "worker node killed: app services healthy again", "-"))  # fmt: skip
     for case, label, baseline in cases:
-        ours, raw = results[f"{case}: ours"], results.get(f"{case}: raw", [])
-        for metric, unit, pick in (
-            ("wall time", "s", lambda r: r[0]),
-            ("failed requests", "requests", lambda r: r[1]["failed"]),
-            ("p99 latency", "ms", lambda r: r[1]["p99_ms"]),
-            ("WebSocket messages lost", "messages", lambda r: r[1]["messages_lost"]),
-        ):
-            values = [float(pick(r)) for r in ours]
-            base = [float(pick(r)) for r in raw]
-            entry = row(f"swarm: {label}", metric, statistics.median(values), unit, baseline,
-                        statistics.median(base) if base else 0.0, len(values))  # fmt: skip
-            entry["value_runs"] = stats(values)
-            if base:
-                entry["baseline_runs"] = stats(base)
-            entry["requests"] = [r[1]["requests"] for r in ours]
-            entry["failed"] = [r[1]["failed"] for r in ours]
-            entry["retried"] = [r[1].get("retried_on_closed_connection", 0) for r in ours]
-            if raw:
-                entry["baseline_requests"] = [r[1]["requests"] for r in raw]
-                entry["baseline_failed"] = [r[1]["failed"] for r in raw]
-                entry["baseline_retried"] = [r[1].get("retried_on_closed_connection", 0)
-                                             for r in raw]  # fmt: skip
-            rows.append(entry)
-            print(f"{label:30} {metric:24} ours {entry['value_runs']}  raw "
-                  f"{entry.get('baseline_runs', '-')} {unit}")  # fmt: skip
+        rows += load_rows(f"swarm: {label}", baseline, results[f"{case}: ours"],
+                          results.get(f"{case}: raw", []))  # fmt: skip
     print(write("swarm", rows))
 
 
