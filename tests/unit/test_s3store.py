@@ -87,7 +87,8 @@ def test_settings_read_the_documented_defaults(tree: Path):
 def test_settings_take_every_value_and_keep_secrets_out_of_repr(tree: Path):
     s = settings(load(tree, S3_BUCKET="b", S3_ENDPOINT_URL="http://127.0.0.1:9000",
                       S3_REGION="eu-west-3", S3_PREFIX="/team/chat/", S3_SSE="none",
-                      S3_ALLOW_UNENCRYPTED="yes", S3_PART_SIZE_MB="64", S3_ACCESS_KEY_ID="AKIAEXAMPLE",
+                      S3_ALLOW_UNENCRYPTED="yes", S3_PART_SIZE_MB="64",
+                      S3_ACCESS_KEY_ID="AKIAEXAMPLE",
                       S3_SECRET_ACCESS_KEY="very-secret-value"))  # fmt: skip
     assert (s.endpoint_url, s.region, s.prefix, s.sse, s.part_size_mb) == (
         "http://127.0.0.1:9000", "eu-west-3", "team/chat", "none", 64)  # fmt: skip
