@@ -78,6 +78,7 @@ class IncompleteUpload(NamedTuple):
     upload_id: str
     initiated: datetime
 
+
 # Environments whose backups hold users' data: no unencrypted objects without a written override.
 ENCRYPTED_ENVIRONMENTS = ("staging", "production")
 
@@ -97,9 +98,11 @@ def settings(config: Config) -> S3Settings:
         raise ConfigError(
             f"S3_SSE={sse!r} is not one of {', '.join(SSE_MODES)}", f"fix S3_SSE in {env_file}"
         )
-    if sse == "none" and config.env in ENCRYPTED_ENVIRONMENTS and (
-        config.get("S3_ALLOW_UNENCRYPTED") or ""
-    ).lower() not in ("yes", "true", "1"):
+    if (
+        sse == "none"
+        and config.env in ENCRYPTED_ENVIRONMENTS
+        and (config.get("S3_ALLOW_UNENCRYPTED") or "").lower() not in ("yes", "true", "1")
+    ):
         raise ConfigError(
             f"S3_SSE=none in '{config.env}': its backups would lie in the bucket unencrypted",
             f"set S3_SSE=AES256 or aws:kms in {env_file}; for an endpoint without server-side "
