@@ -88,12 +88,18 @@ class ComposeEngine:
         )  # fmt: skip
         result = self.runner.run(Command(argv, env=self.env, timeout=300), check=False)
         if not result.ok:
-            # the migrate command logs JSON lines on stdout: its last one says what failed
+            # The one-shot container is gone (--rm): its own output is all there is, shown
+            # here. The migrate command logs JSON lines on stdout: its last one says what failed.
+            output = (result.stdout + "\n" + result.stderr).strip().splitlines()
+            self.events.info(f"  last lines of `{service} migrate` (the new image, exit "
+                             f"{result.returncode}):")  # fmt: skip
+            for line in output[-12:] or ["(no output: the image exited before logging)"]:
+                self.events.info(f"  | {line[:300]}")
             detail = result.stderr.strip().splitlines()[-1:] or [migration_summary(result.stdout)]
             raise MigrationFailed(
-                f"[{self.runner.host}] {service}: migrations failed (exit {result.returncode}): "
-                f"{detail[0][:300]}",
-                f"inv logs --service postgres; migrations are in services/{service}/migrations",
+                f"[{self.runner.host}] {service}: migrations failed (exit {result.returncode}) "
+                f"in its new image, nothing was switched: {detail[0][:300]}",
+                f"the lines above are its output; migrations are in services/{service}/migrations",
             )
         return migration_summary(result.stdout)
 
