@@ -16,11 +16,13 @@ from deploysuite.ci import summaries
 from deploysuite.cli import task
 from deploysuite.config.session import session
 from deploysuite.core import notify
-from deploysuite.core.errors import ChecksFailed, ConfigError
+from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command
 from deploysuite.deploy.lock import ci_run_url
 from deploysuite.images.build import images_file, read_images_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @task(
@@ -191,5 +193,31 @@ def ssh_key(c, path, variable="DEPLOY_SSH_PRIVATE_KEY"):
 
 
 notify_.__name__ = "notify"
-ns = Collection("ci", quality, scan, unit, integration, summary, ssh_key)
+
+
+@task(
+    name="test-run",
+    help={"record": "Copy the summary to bench/results/test-run.json and rewrite the README's "
+                    "sentence from it."},
+)  # fmt: skip
+def test_run(c, record=False):
+    """Show the last full run's summary (build/test-results/summary.json, which ./scripts/test
+    writes); with --record, make it the README's figure."""
+    from deploysuite.ci.testrun import sentence, with_sentence
+
+    source = ROOT / "build" / "test-results" / "summary.json"
+    if not source.is_file():
+        raise SuiteError(f"no {source.relative_to(ROOT)}: no full run on record here",
+                         "./scripts/test (or .ci/run), then this again")  # fmt: skip
+    run = jsonlib.loads(source.read_text())
+    print(sentence(run))
+    if record:
+        (ROOT / "bench" / "results" / "test-run.json").write_text(
+            jsonlib.dumps(run, indent=2) + "\n"
+        )
+        readme = ROOT / "README.md"
+        readme.write_text(with_sentence(readme.read_text(), run))
+
+
+ns = Collection("ci", quality, scan, unit, integration, summary, ssh_key, test_run)
 ns.add_task(notify_, name="notify")
