@@ -201,8 +201,9 @@ notify_.__name__ = "notify"
                     "sentence from it."},
 )  # fmt: skip
 def test_run(c, record=False):
-    """Show the last full run's summary (build/test-results/summary.json, which ./scripts/test
-    writes); with --record, make it the README's figure."""
+    """Show the last full test run's summary; with --record, make it the README's figure.
+
+    ./scripts/test writes build/test-results/summary.json from pytest's JUnit report."""
     from deploysuite.ci.testrun import sentence, with_sentence
 
     source = ROOT / "build" / "test-results" / "summary.json"

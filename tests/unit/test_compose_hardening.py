@@ -8,7 +8,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-COMMON = ("no-new-privileges", "cap_drop ALL", "read_only", "pids_limit", "restart", "logging")
+COMMON = (
+    "no-new-privileges",
+    "cap_drop ALL",
+    "read_only",
+    "pids limit",
+    "memory limit",
+    "restart",
+    "logging",
+)
 
 NOT_RUN_HERE = (
     "profile `unavailable`: no image of it can be obtained on the suite's machines, so a "
@@ -25,11 +33,13 @@ def services() -> dict[str, dict]:
 
 
 def missing(service: dict) -> list[str]:
+    limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
     checks = {
+        "memory limit": bool(limits.get("memory")),
         "no-new-privileges": "no-new-privileges:true" in (service.get("security_opt") or []),
         "cap_drop ALL": "ALL" in (service.get("cap_drop") or []),
         "read_only": service.get("read_only") is True,
-        "pids_limit": isinstance(service.get("pids_limit"), int) and service["pids_limit"] > 0,
+        "pids limit": int(limits.get("pids") or 0) > 0,
         "restart": service.get("restart") == "unless-stopped",
         "logging": bool((service.get("logging") or {}).get("options", {}).get("max-size")),
     }
