@@ -90,6 +90,7 @@ def test_every_service_is_limited_healthchecked_restarted_and_hardened(model: di
     for name, service in model["services"].items():
         assert service["deploy"]["resources"]["limits"]["memory"], name
         assert service["deploy"]["resources"]["limits"]["cpus"], name
+        assert service["deploy"]["resources"]["limits"]["pids"] == 512, name
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
         assert "no-new-privileges:true" in service.get("security_opt", []), name
