@@ -229,6 +229,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def transfer_line(label: str, done: int, total: int | None, seconds: float) -> str:
+    """`label: 1.2 GiB of 4.0 GiB (30%), 85.0 MiB/s, about 34 s left`: a transfer's progress,
+    with an ETA when the size is known (a manifest records every object's)."""
+    rate = done / seconds if seconds > 0 else 0.0
+    text = f"  {label}: {human_bytes(done)}"
+    if total:
+        text += f" of {human_bytes(total)} ({min(done / total, 1):.0%})"
+    text += f", {human_bytes(rate)}/s"
+    if total and rate > 0 and done < total:
+        text += f", about {(total - done) / rate:.0f} s left"
+    return text
+
+
 def mongodb_keys(s3_prefix: str, env: str, backup_id: str) -> tuple[str, str]:
     """(archive object, manifest) of a MongoDB backup."""
     stem = f"{s3_prefix.strip('/')}/{env}/mongodb/{backup_id[:8]}/{backup_id}"

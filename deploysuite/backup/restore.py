@@ -43,9 +43,17 @@ def fetch_verified(
     """The backup's object in a private local file, its size and SHA-256 checked, then read in
     full by pg_restore (`pg_restore -l` passes truncated archives; a full read does not)."""
     path = folder / "backup.dump.zst"
-    with path.open("wb") as handle:
-        size, digest = transfer.download_stream(s3, store.bucket, str(record["object"]), handle)
     name = record["backup_id"]
+    total = int(str(record.get("size") or 0)) or None
+    started = time.monotonic()
+
+    def progress(done: int) -> None:
+        s.events.info(bk.transfer_line(f"{name}", done, total, time.monotonic() - started))
+
+    with path.open("wb") as handle:
+        size, digest = transfer.download_stream(
+            s3, store.bucket, str(record["object"]), handle, on_progress=progress
+        )
     if size != record["size"]:
         raise bk.BackupError(
             f"backup {name} is truncated: {size} of {record['size']} bytes in S3; nothing changed",

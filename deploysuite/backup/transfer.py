@@ -152,11 +152,18 @@ def abort_upload(s3: S3Client, bucket: str, key: str, upload_id: str, cause: Bas
 
 
 def download_stream(
-    s3: S3Client, bucket: str, key: str, writer: Writer, chunk: int = MiB
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    writer: Writer,
+    chunk: int = MiB,
+    on_progress: Callable[[int], None] | None = None,
+    every: int = 64 * MiB,
 ) -> tuple[int, str]:
-    """Stream s3://bucket/key into `writer`; its size and SHA-256 (hex)."""
+    """Stream s3://bucket/key into `writer`; its size and SHA-256 (hex). on_progress(bytes so
+    far) after every `every` bytes and at the end."""
     digest = hashlib.sha256()
-    size = 0
+    size = reported = 0
     with translated(s3, bucket, key):
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         try:
@@ -164,6 +171,11 @@ def download_stream(
                 writer.write(data)
                 digest.update(data)
                 size += len(data)
+                if on_progress is not None and size - reported >= every:
+                    on_progress(size)
+                    reported = size
         finally:
             body.close()
+    if on_progress is not None and size != reported:
+        on_progress(size)
     return size, digest.hexdigest()

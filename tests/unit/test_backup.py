@@ -184,3 +184,13 @@ def test_db_and_from_flags_are_checked_before_anything_runs(tmp_path):
     for args in (("ftp", ""), ("local", ""), ("local", str(tmp_path / "missing"))):
         with pytest.raises(SuiteError):
             source_folder(*args)
+
+
+def test_a_transfer_line_gives_the_share_the_rate_and_an_eta():
+    from deploysuite.backup.catalog import transfer_line
+
+    mib = 1024 * 1024
+    line = transfer_line("db", 256 * mib, 1024 * mib, 4.0)
+    assert line == "  db: 256.0 MiB of 1.0 GiB (25%), 64.0 MiB/s, about 12 s left"
+    assert transfer_line("db", 10 * mib, None, 2.0) == "  db: 10.0 MiB, 5.0 MiB/s"
+    assert "left" not in transfer_line("db", 1024 * mib, 1024 * mib, 8.0)
