@@ -90,6 +90,8 @@ def load_rows(
             entry[f"{prefix}requests"] = [r[1]["requests"] for r in runs]
             entry[f"{prefix}failed"] = [r[1]["failed"] for r in runs]
             entry[f"{prefix}retried"] = [r[1].get("retried", 0) for r in runs]
+            if metric == "wall time" and any(r[1].get("phases") for r in runs):
+                entry[f"{prefix}phases"] = [r[1].get("phases", {}) for r in runs]
             entry[f"{prefix}client_retries"] = "on (GETs, once)" if any(
                 r[1].get("retry_closed") for r in runs) else "off"  # fmt: skip
         rows.append(entry)

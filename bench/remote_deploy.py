@@ -33,6 +33,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,20 @@ BROKEN = "ANALYTICS_DB_NAME=no_such_database"
 SETTLE = 60  # seconds the load keeps running after a raw compose up, at most, for health
 
 
+def top_phases(json_out: str) -> dict[str, float]:
+    """The deploy's own top-level steps (its --json `phases`), release ids made generic."""
+    try:
+        phases = json.loads(json_out[json_out.index("{") :]).get("phases", [])
+    except ValueError:
+        return {}
+    out: dict[str, float] = {}
+    for phase in phases:
+        if phase.get("depth") == 0:
+            name = re.sub(r"\d{8}T\d{6}Z-\S+", "<release>", str(phase["phase"]))
+            out[name] = round(out.get(name, 0.0) + float(phase.get("seconds", 0)), 2)
+    return out
+
+
 class FirstFailedCheck:
     """Watches a service's new containers during a deploy (every 0.5 s, in a thread): the wall
     time of the first health check that failed, from Docker's own health log."""
@@ -81,15 +96,17 @@ class FirstFailedCheck:
         while not self.stop.is_set() and time.monotonic() < deadline:
             for name in set(self.names()) - self.old:
                 out = subprocess.run(
-                    ["docker", "inspect", "--format", "{{json .State.Health}}", name],
+                    ["docker", "inspect", "--format", "{{json .State}}", name],
                     capture_output=True, text=True, check=False,
                 ).stdout.strip()  # fmt: skip
-                health = json.loads(out) if out.startswith("{") else {}
-                for entry in health.get("Log") or []:
-                    if entry.get("ExitCode"):
-                        at = dt.datetime.fromisoformat(entry["Start"][:26].rstrip("Z") + "+00:00")
-                        when = at.timestamp()
-                        self.first = when if self.first is None else min(self.first, when)
+                state = json.loads(out) if out.startswith("{") else {}
+                failed = [e["Start"] for e in (state.get("Health") or {}).get("Log") or []
+                          if e.get("ExitCode")]  # fmt: skip
+                if state.get("Status") in ("exited", "dead", "restarting"):
+                    failed.append(state.get("FinishedAt") or "")  # it died: a failure too
+                for stamp in filter(None, failed):
+                    at = dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+                    self.first = at if self.first is None else min(self.first, at)
             self.stop.wait(0.5)
 
     def __enter__(self) -> FirstFailedCheck:
@@ -131,6 +148,8 @@ class Bench:
         }  # fmt: skip
         self.ca = REPO / "build" / "loopback" / self.project / "tls" / "ca.pem"
         self.from_first_failure: list[float] = []
+        self.phases: dict[str, float] = {}  # the last deploy's top-level steps, seconds
+        self.last_error = ""
 
     def inv(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -142,8 +161,10 @@ class Bench:
         return result
 
     def deploy(self, level: str, *extra: str, check: bool = True) -> None:
-        self.inv("deploy", "--env=loopback", "--no-smoke", "--wait-timeout", "60",
-                 "--set", f"LOG_LEVEL={level}", *extra, check=check)  # fmt: skip
+        result = self.inv("deploy", "--env=loopback", "--no-smoke", "--wait-timeout", "60",
+                          "--json", "--set", f"LOG_LEVEL={level}", *extra, check=check)  # fmt: skip
+        self.phases = top_phases(result.stdout)
+        self.last_error = (result.stderr.strip().splitlines() or [""])[-1][:300]
 
     def raw_up(self, level: str, *extra: str) -> None:
         """`docker compose up -d` of the same release files a deploy of this change would
@@ -204,6 +225,7 @@ class Bench:
         with FirstFailedCheck(self.project, "analytics") as watch:
             self.deploy(level, "--set", BROKEN, check=False)
         ended = time.time()
+        print(f"  broken: {self.last_error}; first failure seen: {watch.first}", file=sys.stderr)
         if watch.first is not None:
             self.from_first_failure.append(ended - watch.first)
 
@@ -217,8 +239,10 @@ class Bench:
             action()
             seconds = time.perf_counter() - started
             time.sleep(2)
-        print(f"  {seconds:.1f} s {json.dumps(load.report)}", file=sys.stderr, flush=True)
-        return seconds, load.report
+        report = {**load.report, "phases": self.phases}
+        self.phases = {}
+        print(f"  {seconds:.1f} s {json.dumps(report)}", file=sys.stderr, flush=True)
+        return seconds, report
 
     def close(self) -> None:
         remove_project(Runner(Events()), self.project)
