@@ -419,7 +419,7 @@ def roll_out(
         if nginx_action == "restart":
             engine.restart_proxy(wait_timeout)
         elif nginx_action == "reload" or upstream_moved:
-            engine.switch()
+            engine.switch(settle=False)  # the last change: nothing waits on old workers
 
 
 def current_env(config: Config) -> dict[str, str]:

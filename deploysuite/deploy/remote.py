@@ -96,12 +96,12 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
     if not changes:
         check()
         if keeps_nginx:
-            engine.switch()
+            engine.switch(settle=False)
         return changes
     for service, why in changes.items():
         t.runner.events.info(f"  {service}: {why}")
     engine.apply(state, changes, wait_timeout, rolling, before_roll=check)
-    engine.switch()
+    engine.switch(settle=False)  # the last change: nothing relies on old workers being gone
     return changes
 
 

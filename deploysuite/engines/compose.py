@@ -17,7 +17,13 @@ from deploysuite.core.events import Events
 from deploysuite.core.runner import Command, Runner
 from deploysuite.edge.nginx import nginx_reload_argv
 from deploysuite.engines import state as stack_state
-from deploysuite.engines.rolling import ROLLING_SERVICES, roll
+from deploysuite.engines.rolling import (
+    ROLLING_SERVICES,
+    RolloutFailed,
+    roll,
+    service_containers,
+    wait_healthy,
+)
 from deploysuite.engines.stack import Stack
 
 # Longer than nginx's proxy_connect_timeout (snippets/proxy.conf.j2): a connect to a removed
@@ -79,6 +85,31 @@ class ComposeEngine:
             fix="inv status names the failing service; inv logs --service NAME shows why",
         )
 
+    def start_ready(self, services: Sequence[str], wait_timeout: int) -> None:
+        """Create and start these services (nothing they depend on), then wait for each one's
+        readiness as a rollout does (engines/rolling.wait_healthy: the healthcheck run by the
+        deploy itself), not for Docker's next scheduled check as `compose up --wait` would."""
+        stack, runner = self.stack, self.runner
+        argv = commands.compose(stack.project, stack.files, "up", "--detach", "--no-deps",
+                                *services, profiles=stack.profiles)  # fmt: skip
+        runner.run(Command(argv, env=self.env, timeout=wait_timeout + 120),
+                   fix=f"inv logs --env={self.env_name} --service {services[0]}")  # fmt: skip
+        if runner.dry_run:
+            return
+        names = [c for name in services for c in service_containers(runner, stack.project, name)]
+        status = wait_healthy(runner, names, wait_timeout, probe=True)
+        failed = [name for name, state in status.items() if state not in ("healthy", "none")]
+        if failed:
+            for line in (line for name in failed for line in stack_state.explain_container(
+                    runner, name)):  # fmt: skip
+                runner.events.info(line)
+            raise RolloutFailed(
+                f"{', '.join(failed)}: not healthy after the start "
+                f"({', '.join(f'{n}: {status[n]}' for n in failed)})",
+                f"inv logs --env={self.env_name} --service "
+                f"{next(n for n in services if failed[0].startswith(f'{stack.project}-{n}-'))}",
+            )
+
     def migrate(self, service: str) -> str:
         """The service's migrations, once, in its new image, before it takes traffic."""
         stack = self.stack
@@ -103,7 +134,7 @@ class ComposeEngine:
             )
         return migration_summary(result.stdout)
 
-    def switch(self) -> None:
+    def switch(self, settle: bool = True) -> None:
         """Point the proxy at what runs now: a graceful nginx reload. New workers read the new
         configuration (and resolve upstream names anew, which nginx 1.22 does only at load), old
         workers finish their requests. `nginx -s reload` returns before the old workers are
@@ -111,7 +142,7 @@ class ComposeEngine:
         anything relies on the new configuration."""
         container = f"{self.stack.project}-nginx-1"
         self.runner.run(Command(nginx_reload_argv(container), env=self.env))
-        if not self.runner.dry_run:
+        if settle and not self.runner.dry_run:
             time.sleep(self.settle)
 
     def restart_proxy(self, wait_timeout: int) -> None:
@@ -151,7 +182,7 @@ class ComposeEngine:
         ]
         if starting:
             with events.step(f"start {', '.join(starting)}"):
-                self.start(starting, wait_timeout, no_deps=True)
+                self.start_ready(starting, wait_timeout)
         if before_roll is not None:  # every upstream name resolves now: nginx can check its files
             before_roll()
         for batch in batches(to_roll, self.batch_size):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from deploysuite.core import commands
 from deploysuite.core.errors import SuiteError
@@ -27,6 +28,7 @@ from deploysuite.engines.stack import Stack
 
 ROLLING_SERVICES = ("auth", "chat", "billing", "analytics", "orchestrator", "email-worker")
 POLL_SECONDS = 1.0
+PROBE_FAILURES = 3  # in a row, past the start period: the new container is not coming up
 STOP_GRACE_SECONDS = 20  # the compose file's stop_grace_period of the services
 
 
@@ -65,19 +67,29 @@ def health_argv(names: list[str]) -> commands.Argv:
 def parse_health(text: str) -> dict[str, str]:
     """name -> healthy, starting, unhealthy, none (no healthcheck) or the state of a container
     that stopped running (exited, dead, restarting...)."""
-    return {name: status for name, (status, _probe) in parse_states(text).items()}
+    return {name: state.status for name, state in parse_states(text).items()}
 
 
-def parse_states(text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (status as parse_health says, the healthcheck's argv or ())."""
-    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+@dataclass(frozen=True)
+class ContainerCheck:
+    status: str  # as parse_health says
+    probe: tuple[str, ...] = ()  # the healthcheck's command, to run in the container
+    start_period: float = 0.0  # seconds the healthcheck gives the container to start
+
+
+def parse_states(text: str) -> dict[str, ContainerCheck]:
+    out: dict[str, ContainerCheck] = {}
     for line in text.splitlines():
         parts = line.strip().split("\t")
         if not parts[0]:
             continue
         name, state, health, check = [*parts, "", "none", "null"][:4]
         status = health if state == "running" else state or "gone"
-        out[name.lstrip("/")] = (status, probe_argv(check))
+        try:
+            period = ((json.loads(check) or {}).get("StartPeriod") or 0) / 1e9
+        except (ValueError, AttributeError, TypeError):
+            period = 0.0
+        out[name.lstrip("/")] = ContainerCheck(status, probe_argv(check), period)
     return out
 
 
@@ -104,24 +116,36 @@ def wait_healthy(
     runner: Runner, names: list[str], timeout: float, probe: bool = False
 ) -> dict[str, str]:
     """Poll until every container is healthy, one failed (unhealthy, exited, restarting), or the
-    time is up. With `probe`, a container whose own healthcheck command passes when the suite
-    runs it is ready at once, before Docker's next scheduled check says so."""
-    deadline = time.monotonic() + timeout
+    time is up. With `probe`, the suite runs each container's own healthcheck command itself
+    (backing off from 0.25 s to 1 s): passing, the container is ready at once, before Docker's
+    next scheduled check says so; failing PROBE_FAILURES times in a row once its start period
+    is over (counted from when the deploy first saw it), it is unhealthy at once, without
+    waiting out Docker's retries."""
+    started = time.monotonic()
+    deadline = started + timeout
     status: dict[str, str] = {}
     ready: set[str] = set()
+    failing: dict[str, int] = {}
     pause = 0.25
     while True:
         states = parse_states(runner.run(Command(health_argv(names), mutates=False),
                                          check=False).stdout)  # fmt: skip
-        status = {name: states.get(name, ("gone", ()))[0] for name in names}
+        status = {name: states[name].status if name in states else "gone" for name in names}
         status.update({name: "healthy" for name in ready if status[name] == "starting"})
-        if probe:
-            for name in names:
-                check = states.get(name, ("", ()))[1]
-                if status[name] == "starting" and check and passes(runner, name, check):
-                    ready.add(name)
-                    status[name] = "healthy"
-        if all(s == "healthy" for s in status.values()) or any(
+        for name in names if probe else ():
+            state = states.get(name)
+            if status[name] != "starting" or state is None or not state.probe:
+                continue
+            if passes(runner, name, state.probe):
+                ready.add(name)
+                status[name] = "healthy"
+                continue
+            failing[name] = failing.get(name, 0) + 1
+            past_start = time.monotonic() - started > state.start_period
+            if past_start and failing[name] >= PROBE_FAILURES:
+                status[name] = "unhealthy"
+        # a container without a healthcheck ("none") is ready once it runs
+        if all(s in ("healthy", "none") for s in status.values()) or any(
             s in FAILED for s in status.values()
         ):
             return status
@@ -143,7 +167,7 @@ def roll(
     env: Mapping[str, str],
     services: Sequence[str],
     wait_timeout: float,
-    reload_proxy: Callable[[], None],
+    reload_proxy: Callable[..., None],
     explain: Callable[[str], list[str]],
     env_name: str = "local",
 ) -> list[str]:
@@ -196,5 +220,7 @@ def roll(
         runner.run(Command(("docker", "stop", "--time", grace, *retired),
                            timeout=STOP_GRACE_SECONDS + 30))  # fmt: skip
         runner.run(Command(("docker", "rm", *retired)))
-        reload_proxy()
+        # Nothing changes after this reload: no settle. An old worker still finishing a request
+        # that picks a removed address passes it on to the next (proxy_next_upstream).
+        reload_proxy(settle=False)
     return [f"{', '.join(old[n]) or '(none)'} -> {', '.join(new[n])}" for n in services]

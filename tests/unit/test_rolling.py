@@ -26,7 +26,13 @@ def test_one_compose_command_doubles_every_service_of_the_batch():
     assert "--profile" in argv and "mon" in argv
 
 
-CHECK = json.dumps({"Test": ["CMD", "python3", "-c", "print(1)"], "Interval": 5000000000})
+CHECK = json.dumps(
+    {
+        "Test": ["CMD", "python3", "-c", "print(1)"],
+        "Interval": 5000000000,
+        "StartPeriod": 15000000000,
+    }
+)
 
 
 def test_states_name_a_dead_container_by_its_state_and_a_running_one_by_its_health():
@@ -38,8 +44,10 @@ def test_states_name_a_dead_container_by_its_state_and_a_running_one_by_its_heal
     ])  # fmt: skip
     assert parse_health(text) == {"p-auth-2": "starting", "p-chat-2": "exited",
                                   "p-mailsink-1": "none", "p-billing-2": "restarting"}  # fmt: skip
-    assert parse_states(text)["p-auth-2"][1] == ("python3", "-c", "print(1)")
+    assert parse_states(text)["p-auth-2"].probe == ("python3", "-c", "print(1)")
+    assert parse_states(text)["p-mailsink-1"].probe == ()
     assert {"exited", "restarting", "unhealthy"} <= set(FAILED)
+    assert parse_states(text)["p-auth-2"].start_period == 15.0
 
 
 def test_the_healthcheck_becomes_an_argv_to_run_in_the_container():
@@ -71,3 +79,44 @@ def test_the_batch_size_comes_from_the_environment(tmp_path):
 def test_a_bad_batch_size_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="DEPLOY_ROLL_BATCH_SIZE='two'"):
         batch_size(config_with(tmp_path, DEPLOY_ROLL_BATCH_SIZE="two"))
+
+
+class ScriptedRunner:
+    """Answers `docker inspect` with the given line and `docker exec` with the given exit
+    code (the commands themselves are the real ones; only their execution is scripted)."""
+
+    def __init__(self, inspect_line: str, probe_code: int) -> None:
+        from deploysuite.core.events import Events
+
+        self.events = Events(json_mode=True)
+        self.line, self.code, self.probes = inspect_line, probe_code, 0
+
+    def run(self, command, *, check=True, on_line=None, fix=None):
+        from deploysuite.core.runner import Result
+
+        if command.argv[:2] == ("docker", "exec"):
+            self.probes += 1
+            return Result(tuple(command.argv), self.code, "", "")
+        return Result(tuple(command.argv), 0, self.line, "")
+
+
+def test_a_passing_probe_makes_a_starting_container_ready_at_once(monkeypatch):
+    from deploysuite.engines import rolling
+
+    monkeypatch.setattr(rolling.time, "sleep", lambda _s: None)
+    runner = ScriptedRunner(f"/p-auth-2\trunning\tstarting\t{CHECK}", 0)
+    assert rolling.wait_healthy(runner, ["p-auth-2"], 60, probe=True) == {"p-auth-2": "healthy"}
+    assert runner.probes == 1
+
+
+def test_a_probe_failing_past_the_start_period_is_unhealthy_without_dockers_retries(monkeypatch):
+    from deploysuite.engines import rolling
+
+    monkeypatch.setattr(rolling.time, "sleep", lambda _s: None)
+    no_grace = json.dumps({"Test": ["CMD", "false"], "StartPeriod": 0})
+    runner = ScriptedRunner(f"/p-auth-2\trunning\tstarting\t{no_grace}", 1)
+    assert rolling.wait_healthy(runner, ["p-auth-2"], 60, probe=True) == {"p-auth-2": "unhealthy"}
+    assert runner.probes == rolling.PROBE_FAILURES
+    # within its start period it is not judged: Docker's own verdict or the timeout decide
+    runner = ScriptedRunner(f"/p-auth-2\trunning\tstarting\t{CHECK}", 1)
+    assert rolling.wait_healthy(runner, ["p-auth-2"], 0.5, probe=True) == {"p-auth-2": "starting"}
