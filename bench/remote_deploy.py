@@ -61,15 +61,18 @@ SETTLE = 60  # seconds the load keeps running after a raw compose up, at most, f
 
 
 def top_phases(json_out: str) -> dict[str, float]:
-    """The deploy's own top-level steps (its --json `phases`), release ids made generic."""
+    """The deploy's own steps and their sub-steps (its --json `phases`, sub-steps indented),
+    release ids and image tags made generic."""
     try:
         phases = json.loads(json_out[json_out.index("{") :]).get("phases", [])
     except ValueError:
         return {}
     out: dict[str, float] = {}
     for phase in phases:
-        if phase.get("depth") == 0:
+        if phase.get("depth", 0) <= 1:  # the steps and their first level (the rollout's)
             name = re.sub(r"\d{8}T\d{6}Z-\S+", "<release>", str(phase["phase"]))
+            name = re.sub(r"^push \S+/([\w-]+):\S+$", r"push \1", name)
+            name = "  " * int(phase.get("depth", 0)) + name
             out[name] = round(out.get(name, 0.0) + float(phase.get("seconds", 0)), 2)
     return out
 
