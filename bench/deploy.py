@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import REPO, median, row, write
+from common import REPO, median, row, stats, write
 
 sys.path.insert(0, str(REPO))
 from deploysuite.config.layers import load_config
@@ -144,18 +144,28 @@ def main() -> None:
                                check=True, capture_output=True)  # fmt: skip
                 time.sleep(3)
             subprocess.run(ours("3600"), env=ENV, check=True, capture_output=True)
-            raw_wall = median([r[0] for r in runs["raw"]])
-            raw_failed = sum(r[2] for r in runs["raw"])
+            raw_runs = runs["raw"]
             for name, label in (("roll", "inv deploy"), ("no-roll", "inv deploy --no-roll"),
                                 ("raw", "raw compose up --wait")):  # fmt: skip
                 wall = median([r[0] for r in runs[name]])
                 failed, sent = sum(r[2] for r in runs[name]), sum(r[1] for r in runs[name])
                 print(f"{case:20} {label:22} {wall:6.2f} s   {failed}/{sent} requests failed")
-                if name != "raw":
-                    rows.append(row(f"{case}: {label}", "deploy wall time", wall, "s", baseline,
-                                    raw_wall, args.runs))  # fmt: skip
-                    rows.append(row(f"{case}: {label}", "failed requests under load", failed,
-                                    "requests", baseline, raw_failed, args.runs))  # fmt: skip
+                if name == "raw":
+                    continue
+                for metric, unit, pick in (("deploy wall time", "s", 0),
+                                           ("failed requests under load", "requests", 2)):  # fmt: skip
+                    values = [float(r[pick]) for r in runs[name]]
+                    base = [float(r[pick]) for r in raw_runs]
+                    entry = row(f"{case}: {label}", metric, median(values), unit, baseline,
+                                median(base), args.runs)  # fmt: skip
+                    entry["value_runs"], entry["baseline_runs"] = stats(values), stats(base)
+                    entry["requests"] = [r[1] for r in runs[name]]
+                    entry["failed"] = [r[2] for r in runs[name]]
+                    entry["baseline_requests"] = [r[1] for r in raw_runs]
+                    entry["baseline_failed"] = [r[2] for r in raw_runs]
+                    entry["retried"] = entry["baseline_retried"] = [0] * args.runs
+                    entry["client_retries"] = "off (a new connection per request)"
+                    rows.append(entry)
         print(write("deploy", rows))
     finally:
         remove_project(Runner(Events()), PROJECT)
