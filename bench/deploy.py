@@ -38,6 +38,9 @@ from deploysuite.deploy.local import current_env, write_service_envs
 from deploysuite.engines.stack import stack_for
 from deploysuite.engines.state import remove_project
 
+# (metric, unit, index in a run's (seconds, requests sent, requests failed))
+METRICS = (("deploy wall time", "s", 0), ("failed requests under load", "requests", 2))
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -152,8 +155,7 @@ def main() -> None:
                 print(f"{case:20} {label:22} {wall:6.2f} s   {failed}/{sent} requests failed")
                 if name == "raw":
                     continue
-                for metric, unit, pick in (("deploy wall time", "s", 0),
-                                           ("failed requests under load", "requests", 2)):  # fmt: skip
+                for metric, unit, pick in METRICS:
                     values = [float(r[pick]) for r in runs[name]]
                     base = [float(r[pick]) for r in raw_runs]
                     entry = row(f"{case}: {label}", metric, median(values), unit, baseline,
