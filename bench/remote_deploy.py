@@ -235,7 +235,7 @@ class Bench:
     def measured(self, action) -> tuple[float, dict[str, object]]:
         with BackgroundLoad(
             f"https://localhost:{self.https}", ca_file=self.ca, rate=45, ws_clients=5,
-            connect_host="127.0.0.1",
+            connect_host="127.0.0.1", retry_closed=True,
         ) as load:  # fmt: skip
             time.sleep(2)
             started = time.perf_counter()

@@ -412,13 +412,15 @@ def roll_out(
 ) -> None:
     """Migrations, the changed services, then nginx as its files and upstreams need."""
     run_migrations(engine, state, wait_timeout)
-    engine.apply(state, changes, wait_timeout, rolling)
-    # A recreated upstream container has a new address: nginx must load the names anew.
+    rolled = engine.apply(state, changes, wait_timeout, rolling)
+    # A recreated upstream container has a new address: nginx must load the names anew. A batch
+    # already reloaded nginx onto its services and the files rendered before it; every fewer
+    # reload is one fewer keepalive connection closed under a client.
     upstream_moved = any(name in changes for name in HTTP_SERVICES)
     if "nginx" not in changes:
         if nginx_action == "restart":
             engine.restart_proxy(wait_timeout)
-        elif nginx_action == "reload" or upstream_moved:
+        elif not rolled and (nginx_action == "reload" or upstream_moved):
             engine.switch(settle=False)  # the last change: nothing waits on old workers
 
 

@@ -100,8 +100,9 @@ def converge(t: Target, release_id: str, wait_timeout: int, rolling: bool) -> di
         return changes
     for service, why in changes.items():
         t.runner.events.info(f"  {service}: {why}")
-    engine.apply(state, changes, wait_timeout, rolling, before_roll=check)
-    engine.switch(settle=False)  # the last change: nothing relies on old workers being gone
+    rolled = engine.apply(state, changes, wait_timeout, rolling, before_roll=check)
+    if not rolled:  # a batch reloads nginx onto its services and the new configuration itself
+        engine.switch(settle=False)  # the last change: nothing relies on old workers being gone
     return changes
 
 

@@ -167,14 +167,15 @@ class ComposeEngine:
         wait_timeout: int,
         rolling: bool,
         before_roll: Callable[[], None] | None = None,
-    ) -> None:
-        """Bring the planned changes about. Services that are down or new have no traffic to
-        protect: they start first (nginx cannot reload while an upstream name does not resolve).
-        Services that run and change are then replaced beside their old containers, a batch of
-        `batch_size` at a time (engines/rolling.py), so no request is dropped; compose finally
-        brings up whatever is left (nginx, data stores). before_roll() runs once those are up,
-        before the first replacement.
-        Raises RolloutFailed or CommandFailed; the caller switches the proxy afterwards."""
+    ) -> list[str]:
+        """Bring the planned changes about; returns the services replaced in batches (nginx was
+        reloaded onto them, and onto its configuration as it then stood). Services that are down or
+        new have no traffic to protect: they start first (nginx cannot reload while an upstream
+        name does not resolve). Services that run and change are then replaced beside their old
+        containers, a batch of `batch_size` at a time (engines/rolling.py), so no request is
+        dropped; compose finally brings up whatever is left (nginx, data stores). before_roll()
+        runs once those are up, before the first replacement. Raises RolloutFailed or
+        CommandFailed; the caller switches the proxy afterwards."""
         runner, events = self.runner, self.runner.events
         to_roll = rolling_candidates(state, changes) if rolling else []
         starting = [
@@ -203,6 +204,7 @@ class ComposeEngine:
                     events.info(f"  {line}")
         with events.step(f"converge {len(changes)} service(s)"):
             self.start((), wait_timeout)
+        return list(to_roll)
 
 
 def batch_size(config: Config) -> int:

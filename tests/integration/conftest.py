@@ -370,3 +370,18 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory):
         yield host
     finally:
         host.stop()
+
+
+# The load retries a GET once when nginx's graceful reload closed the idle keepalive connection
+# it went out on (HTTP/1.1 has no way to announce that; browsers retry such a GET, HTTP/2 gets
+# GOAWAY); a POST is never retried. A deploy reloads nginx twice per batch: a few such retries
+# are that race, more would be something else.
+MAX_RETRIED = 3
+
+
+def no_failure(report: dict) -> bool:
+    """0 failed, 0 messages lost, and at most MAX_RETRIED retried GETs (printed)."""
+    print(f"load: {report['requests']} requests, {report['failed']} failed, "
+          f"{report['retried']} GETs retried after a closed keepalive connection")  # fmt: skip
+    return (report["failed"] == 0 and report["messages_lost"] == 0
+            and report["retried"] <= MAX_RETRIED)  # fmt: skip

@@ -40,7 +40,7 @@ from deploysuite.deploy.lock import deploy_lock, lock_path, new_info, try_acquir
 from deploysuite.engines.state import remove_project
 from deploysuite.images.build import images_file, read_images_file
 from deploysuite.images.registry import push_all
-from tests.integration.conftest import REPO, free_port
+from tests.integration.conftest import REPO, free_port, no_failure
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ class Remote:
     def load(self) -> BackgroundLoad:
         return BackgroundLoad(
             f"https://localhost:{self.https}", ca_file=self.ca_file, rate=20, ws_clients=3,
-            connect_host="127.0.0.1",
+            connect_host="127.0.0.1", retry_closed=True,  # GETs only: see bench/loadgen.py
         )  # fmt: skip
 
     def remove(self) -> None:
@@ -309,7 +309,7 @@ def test_a_change_rolls_every_service_without_a_failed_request_or_lost_message(r
         assert f"roll {service} (configuration changed)" in result.stderr
     report = background.report
     assert report["requests"] > 200 and report["messages_sent"] > 50, report
-    assert report["failed"] == 0 and report["messages_lost"] == 0, (
+    assert no_failure(report), (
         report["failures"],
         report["samples"],
     )
@@ -340,7 +340,7 @@ def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
     # the failed check says why: readiness answered 503 naming the database
     assert "last healthcheck of" in broken.stderr and "ready 503" in broken.stderr
     assert remote.current() == current and remote.containers() == before
-    assert background.report["failed"] == 0, (
+    assert no_failure(background.report), (
         background.report["failures"],
         background.report["samples"],
     )
@@ -578,7 +578,7 @@ def test_rollback_returns_to_the_previous_release_without_a_hash(remote):
     assert report["outcome"] == "rolled back to" and report["release"] == previous
     assert all(row["result"] == "pass" for row in report["smoke"])
     assert remote.current() == previous
-    assert background.report["failed"] == 0, (
+    assert no_failure(background.report), (
         background.report["failures"],
         background.report["samples"],
     )
