@@ -125,6 +125,16 @@ def parse_ruff(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if re.match(r"^[^:\s][^:]*:\d+:\d+: ", line)]
 
 
+def zizmor_argv(workflows: Sequence[str]) -> Argv:
+    """GitHub Actions workflows audited as an auditor would (the strictest persona), offline."""
+    return ("zizmor", "--offline", "--no-progress", "--persona=auditor", *workflows)
+
+
+def workflows(files: Sequence[str]) -> list[str]:
+    return sorted(f for f in files if f.startswith(".github/workflows/") and
+                  f.endswith((".yml", ".yaml")))  # fmt: skip
+
+
 def hadolint_argv(files: Sequence[str]) -> Argv:
     return ("hadolint", "--no-color", "--format", "json", *files)
 

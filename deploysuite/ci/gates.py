@@ -117,6 +117,20 @@ def check_hadolint(runner: Runner, root: Path, files: Sequence[str]) -> ci.Check
     return ci.CheckResult("hadolint", "failed", ci.first_lines(findings) or tail(result))
 
 
+def check_zizmor(runner: Runner, root: Path, files: Sequence[str]) -> ci.CheckResult:
+    found = ci.workflows(files)
+    if not found:
+        return ci.CheckResult("zizmor", "skipped", f"no workflow under {root}/.github/workflows")
+    result = _run(runner, ci.zizmor_argv(found), cwd=str(root), timeout=120)
+    if result.ok:
+        return ci.CheckResult("zizmor", "passed", f"{len(found)} workflow(s), auditor persona")
+    lines = result.stdout.splitlines()
+    # the findings, the most severe first (zizmor also lists informational ones)
+    findings = [line for level in ("error[", "warning[", "help[", "info[")
+                for line in lines if line.startswith(level)]  # fmt: skip
+    return ci.CheckResult("zizmor", "failed", ci.first_lines(findings) or tail(result))
+
+
 def read_tree(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): p.read_text(encoding="utf-8")
@@ -317,6 +331,7 @@ def run_quality(runner: Runner, inputs: QualityInputs) -> list[ci.CheckResult]:
     results += check_compose(runner, root)
     results += [
         gate("yamllint", lambda: check_yamllint(runner, root, files)),
+        gate("zizmor", lambda: check_zizmor(runner, root, files)),
         gate("detect-secrets", lambda: check_secrets(runner, root, files)),
         gate("promtool", lambda: check_promtool(runner, root)),
         gate("promtool rules", lambda: check_promtool_rules(runner, root)),

@@ -53,7 +53,15 @@ def test_quality_passes_on_the_repository(base_images):
     failed = [r for r in doc["rows"] if r["status"] == "failed"]
     assert code == 0 and doc["passed"], f"{failed}\n{stderr}"
     checks = {r["check"] for r in doc["rows"]}
-    gates = {"ruff", "hadolint", "yamllint", "detect-secrets", "promtool", "promtool rules"}
+    gates = {
+        "ruff",
+        "hadolint",
+        "yamllint",
+        "zizmor",
+        "detect-secrets",
+        "promtool",
+        "promtool rules",
+    }
     assert gates <= checks
     assert rows_by_check(doc)["promtool rules"]["status"] == "passed"
     for env in ("local", "staging", "production"):
@@ -72,6 +80,13 @@ def bad_tree(tmp_path: Path) -> tuple[Path, Path]:
     )
     (root / "app").mkdir()
     (root / "app" / "settings.py").write_text(f'AWS_ACCESS_KEY_ID = "{FAKE_AWS_KEY}"\n')
+    # a workflow that hands a secret to a job with no environment (zizmor: secrets-outside-env)
+    (root / ".github" / "workflows").mkdir(parents=True)
+    (root / ".github" / "workflows" / "notify.yml").write_text(
+        "name: notify\non: push\npermissions: {}\njobs:\n  notify:\n"
+        "    runs-on: ubuntu-24.04\n    steps:\n      - run: echo done\n"
+        "        env:\n          HOOK: ${{ secrets.SLACK_WEBHOOK_URL }}\n"
+    )
     files = render_nginx(NginxSettings(server_names=("localhost",)))
     old = "location /api/chat/ {\n        include /etc/nginx/snippets/security-headers.conf;"
     assert old in files["conf.d/20-servers.conf"]
@@ -95,7 +110,10 @@ def test_quality_fails_on_each_bad_fixture_and_runs_every_check(bad_tree):
     assert rows["detect-secrets"]["status"] == "failed"
     assert "app/settings.py:1 AWS Access Key" in rows["detect-secrets"]["detail"]
     # the failures did not stop the other checks, and what could not run says why
-    assert set(doc["failed"]) == {"hadolint", f"gixy ({nginx})", "detect-secrets"}
+    assert (
+        rows["zizmor"]["status"] == "failed" and "secrets-outside-env" in rows["zizmor"]["detail"]
+    )
+    assert set(doc["failed"]) == {"hadolint", f"gixy ({nginx})", "detect-secrets", "zizmor"}
     assert rows["ruff"]["status"] == "passed"
     assert rows["compose"]["status"] == "skipped"
     assert rows["promtool"]["status"] == "skipped"

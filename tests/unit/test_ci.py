@@ -441,3 +441,12 @@ def test_published_test_keys_of_packages_are_tolerated_not_hidden():
         "/app/deploy.key (layer 5): private key",
     ]
     assert imagescan.split_public_test_keys(findings) == ([findings[1]], [findings[0]])
+
+
+def test_zizmor_audits_only_the_workflows_as_an_auditor():
+    files = [".github/workflows/pipeline.yml", ".github/dependabot.yml", "a.yml",
+             ".github/workflows/rollback.yaml"]  # fmt: skip
+    assert ci.workflows(files) == [".github/workflows/pipeline.yml",
+                                   ".github/workflows/rollback.yaml"]  # fmt: skip
+    assert ci.zizmor_argv(["w.yml"]) == ("zizmor", "--offline", "--no-progress",
+                                          "--persona=auditor", "w.yml")  # fmt: skip

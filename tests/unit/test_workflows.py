@@ -79,11 +79,11 @@ def test_schema(workflow: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_zizmor_offline_finds_nothing():
+def test_zizmor_offline_as_an_auditor_finds_nothing():
     zizmor = tool("zizmor")
     assert zizmor, "zizmor is missing: pip install -e .[test]"
     result = subprocess.run(
-        [zizmor, "--offline", "--no-progress", *map(str, WORKFLOWS)],
+        [zizmor, "--offline", "--no-progress", "--persona=auditor", *map(str, WORKFLOWS)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
