@@ -62,7 +62,6 @@ from deploysuite.monitoring.stack import (
 )
 
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
-DATA_STORES = ("postgres", "redis", "rabbitmq")
 
 
 @dataclass(frozen=True)

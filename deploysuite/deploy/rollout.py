@@ -14,12 +14,11 @@ from deploysuite.core.runner import Command, Runner
 from deploysuite.deploy.lock import new_info
 from deploysuite.engines import state as stack_state
 from deploysuite.engines.base import Engine
-from deploysuite.engines.stack import Stack
+from deploysuite.engines.stack import DATA_STORES, Stack
 from deploysuite.monitoring import alerts as al
 from deploysuite.monitoring.stack import monitoring_enabled
 
 DATABASE_SERVICES = ("auth", "chat", "billing", "analytics")
-DATA_STORES = ("postgres", "redis", "rabbitmq")
 
 
 def due_for_migration(state: stack_state.StackState) -> list[str]:

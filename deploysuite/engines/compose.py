@@ -24,7 +24,7 @@ from deploysuite.engines.rolling import (
     service_containers,
     wait_healthy,
 )
-from deploysuite.engines.stack import Stack
+from deploysuite.engines.stack import DATA_STORES, Stack
 
 # Longer than nginx's proxy_connect_timeout (snippets/proxy.conf.j2): a connect to a removed
 # container gives up before the next container can take its address.
@@ -181,6 +181,10 @@ class ComposeEngine:
         starting = [
             s for s in changes if s in SERVICE_VARIABLES and s not in to_roll and s in state.wanted
         ]
+        stores = [s for s in DATA_STORES if s in changes and s in state.wanted]
+        if stores:  # what the services depend on comes first (a restart the services ride out)
+            with events.step(f"data stores first: {', '.join(stores)}"):
+                self.start(stores, wait_timeout, no_deps=True)
         if starting:
             with events.step(f"start {', '.join(starting)}"):
                 self.start_ready(starting, wait_timeout)

@@ -173,6 +173,9 @@ def plan_up(
     return UpPlan(changes, tuple(unchanged))
 
 
+# What the services depend on: changed, they are replaced before the services (engines/compose).
+DATA_STORES = ("postgres", "redis", "rabbitmq")
+
 SERVICE_IMAGE_VARS = {
     "auth": "AUTH_IMAGE",
     "chat": "CHAT_IMAGE",
