@@ -7,8 +7,8 @@ and posts 5 chat messages/s (50 requests/s) while 5 WebSocket clients listen; a 
 reconnects with since=<last id>. The load runs until the stack is healthy again.
 
   all HTTP services    LOG_LEVEL changes: every service is replaced. Ours starts each new
-                       container beside its old one (all in one batch, DEPLOY_ROLL_BATCH_SIZE
-                       unset) and switches nginx once; compose recreates them in place.
+                       container beside its old one (three at a time, DEPLOY_ROLL_BATCH_SIZE's
+                       default), two nginx reloads per batch; compose recreates them in place.
   broken release       LOG_LEVEL changes and analytics can never become ready: ours starts the
                        batch, finds analytics unhealthy, removes the batch's new containers and
                        converges back; compose recreates everything in place and leaves

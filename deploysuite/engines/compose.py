@@ -15,6 +15,7 @@ from deploysuite.core import commands
 from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Command, Runner
+from deploysuite.edge.nginx import SERVICES as NGINX_UPSTREAMS
 from deploysuite.edge.nginx import nginx_reload_argv
 from deploysuite.engines import state as stack_state
 from deploysuite.engines.rolling import (
@@ -25,6 +26,11 @@ from deploysuite.engines.rolling import (
     wait_healthy,
 )
 from deploysuite.engines.stack import DATA_STORES, Stack
+
+# Services replaced together by default. Six Python services starting at once saturate a 2-core
+# host for seconds: the old containers' readiness checks (PostgreSQL within 1 s) then fail and
+# nginx answers 503 (1 run in 8 of bench/remote_deploy.py). Three at a time did not.
+DEFAULT_BATCH = 3
 
 # Longer than nginx's proxy_connect_timeout (snippets/proxy.conf.j2): a connect to a removed
 # container gives up before the next container can take its address.
@@ -185,9 +191,14 @@ class ComposeEngine:
         if stores:  # what the services depend on comes first (a restart the services ride out)
             with events.step(f"data stores first: {', '.join(stores)}"):
                 self.start(stores, wait_timeout, no_deps=True)
-        if starting:
-            with events.step(f"start {', '.join(starting)}"):
-                self.start_ready(starting, wait_timeout)
+        # nginx's upstreams start before any reload (nginx resolves every name when it loads);
+        # the others wait until the batches went through, so that a failed batch leaves them
+        # as they were and a rollback has nothing of theirs to undo
+        first = [s for s in starting if s in NGINX_UPSTREAMS]
+        later = [s for s in starting if s not in NGINX_UPSTREAMS]
+        if first:
+            with events.step(f"start {', '.join(first)}"):
+                self.start_ready(first, wait_timeout)
         if before_roll is not None:  # every upstream name resolves now: nginx can check its files
             before_roll()
         for batch in batches(to_roll, self.batch_size):
@@ -206,14 +217,17 @@ class ComposeEngine:
                 )
                 for line in summaries:
                     events.info(f"  {line}")
+        if later:
+            with events.step(f"start {', '.join(later)}"):
+                self.start_ready(later, wait_timeout)
         with events.step(f"converge {len(changes)} service(s)"):
             self.start((), wait_timeout)
         return list(to_roll)
 
 
 def batch_size(config: Config) -> int:
-    """DEPLOY_ROLL_BATCH_SIZE: how many services are replaced together (0 or unset: all)."""
-    raw = config.get("DEPLOY_ROLL_BATCH_SIZE") or "0"
+    """DEPLOY_ROLL_BATCH_SIZE: how many services are replaced together (0: all)."""
+    raw = config.get("DEPLOY_ROLL_BATCH_SIZE") or str(DEFAULT_BATCH)
     if not raw.isdigit():
         raise ConfigError(
             f"DEPLOY_ROLL_BATCH_SIZE={raw!r} is not a whole number",
