@@ -34,6 +34,7 @@ from deploysuite.deploy.drift import find_drift, refuse_drift
 from deploysuite.deploy.hooks import run_hook, run_post_hook
 from deploysuite.deploy.local import (
     deploy_paths,
+    ensure_monitoring_role,
     require_valid_config,
     smoke_target,
 )
@@ -290,6 +291,8 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
                 t.runner, t.stack(current or release_id), {}, t.config, release_id, wait_timeout
             ):  # fmt: skip
                 outcome.changes = converge(t, release_id, wait_timeout, rolling)
+            if not dry:  # the exporter's read-only role, with this environment's password
+                ensure_monitoring_role(t.engine(release_id), t.config)
             if options.run_smoke_checks and not dry:
                 with events.step("smoke tests through nginx over HTTPS"):
                     outcome.smoke = smoke(t, release_id)
