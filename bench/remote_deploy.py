@@ -21,7 +21,7 @@ The load generator does not retry (each row says so and carries the retry count)
 The stack's nginx allows 400 requests/s per client here (NGINX_API_RATE), so that 429s from the
 rate limit never count as failures of either side.
 
-    .venv/bin/python bench/remote_deploy.py [--runs 3]
+    .venv/bin/python bench/remote_deploy.py [--runs 3] [--batch-size N]
 
 Writes bench/results/remote_deploy.json. Needs root (it creates the deploy user), the base images
 (inv images.bootstrap) and the packages of ./scripts/quickstart.
@@ -261,8 +261,15 @@ SERVING = ("nginx", "auth", "chat", "billing", "orchestrator")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="DEPLOY_ROLL_BATCH_SIZE for ours (0: all at once); results go to "
+                             "remote_deploy_batch<N>.json")  # fmt: skip
     args = parser.parse_args()
     bench = Bench(Path(tempfile.mkdtemp(prefix="bench-remote-")))
+    suffix = ""
+    if args.batch_size is not None:
+        bench.env["DEPLOY_ROLL_BATCH_SIZE"] = str(args.batch_size)
+        suffix = f" (DEPLOY_ROLL_BATCH_SIZE={args.batch_size})"
     results: dict[str, list[tuple[float, dict[str, object]]]] = {}
     try:
         bench.inv("env.secrets", "--env=loopback")
@@ -293,16 +300,17 @@ def main() -> None:
     baseline = "docker compose up -d of the same change (same load)"
     for case, label in (("all", "deploy of all HTTP services"),
                         ("broken", "broken release, rolled back")):  # fmt: skip
-        rows += load_rows(f"{label}: inv deploy", baseline, results[f"{case}: ours"],
+        rows += load_rows(f"{label}: inv deploy{suffix}", baseline, results[f"{case}: ours"],
                           results[f"{case}: raw"])  # fmt: skip
     if bench.from_first_failure:
         seconds = bench.from_first_failure
-        entry = row("broken release, rolled back: inv deploy",
+        entry = row(f"broken release, rolled back: inv deploy{suffix}",
                     "from the first failed health check to the old release alone",
                     statistics.median(seconds), "s", "-", 0.0, len(seconds))  # fmt: skip
         entry["value_runs"] = stats(seconds)
         rows.append(entry)
-    print(write("remote_deploy", rows))
+    name = "remote_deploy" if args.batch_size is None else f"remote_deploy_batch{args.batch_size}"
+    print(write(name, rows))
 
 
 if __name__ == "__main__":
