@@ -283,8 +283,6 @@ def converge_local(
     version = stack_state.engine_version(runner)
     require_valid_config(config, events)
     batch_size(config)  # refused before anything is built
-    with events.step("credentials of the running data stores"):
-        refuse_drift(runner, find_drift(runner, config), config.env)
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):
@@ -328,6 +326,12 @@ def converge_local(
     if not changes:
         events.info("nothing to do: every service runs its current image and configuration")
         return DeployOutcome({}, state, [])
+    with events.step("credentials of the running data stores"):
+        drifts = find_drift(runner, config)
+    if drifts and previous_env is not None and not runner.dry_run:
+        # refused before any container changed: the services' file goes back as it was
+        write_private(services_env_file(config), previous_env)
+    refuse_drift(runner, drifts, config.env)
     for service, why in changes.items():
         events.info(f"  {service}: {why}")
 
