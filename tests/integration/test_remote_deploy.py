@@ -166,6 +166,15 @@ class Remote:
         ).stdout  # fmt: skip
         return dict(line.split() for line in out.splitlines())
 
+    def images(self) -> dict[str, str]:
+        """service -> the image id its running container was made from."""
+        out = subprocess.run(
+            ["docker", "ps", "--filter", f"label=com.docker.compose.project={self.project}",
+             "--format", '{{.Label "com.docker.compose.service"}} {{.Image}}'],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return dict(line.split() for line in out.splitlines())
+
     def tree(self) -> list[str]:
         """Every path under the environment's folder on the host (same machine: read directly)."""
         base = Path(self.env_dir)
@@ -417,7 +426,7 @@ def requests_to(
 
 def test_a_release_that_breaks_one_route_is_rolled_back_by_the_bake_window(remote, registry):
     current = remote.current()
-    before = remote.containers()
+    before = remote.images()
     pinned = broken_analytics_image(remote, registry)
     url = f"https://localhost:{remote.https}/api/analytics/counts"
     with requests_to(url, remote.ca_file) as seen:
@@ -436,7 +445,9 @@ def test_a_release_that_breaks_one_route_is_rolled_back_by_the_bake_window(remot
     # healthy and passing its smoke tests: only the bake window could catch it
     assert "smoke" not in line and "journey:analytics count" in result.stdout + result.stderr
     assert during.get(500, 0) >= 20 and during.get(200, 0) >= 20, during
-    assert remote.current() == current and remote.containers() == before
+    # the broken release took traffic (that is how it was caught): the rollback replaced its
+    # containers again, with the previous release's images
+    assert remote.current() == current and remote.images() == before
     after = dict(seen)
     assert after.get(200, 0) > during.get(200, 0), (during, after)  # answered again
     failed = [r for r in remote.releases()["releases"] if r["outcome"] == "failed"]
