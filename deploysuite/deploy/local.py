@@ -282,7 +282,7 @@ def converge_local(
     paths = deploy_paths(config)
     version = stack_state.engine_version(runner)
     require_valid_config(config, events)
-    batch_size(config)  # refused before anything is built
+    batch = batch_size(config)  # refused before anything is built
     events.info(f"engine {version}, project {config.require('COMPOSE_PROJECT_NAME')}")
 
     with events.step("service images"):
@@ -312,7 +312,7 @@ def converge_local(
     with events.step("monitoring configuration"):
         reread = prepare_monitoring(runner, config, paths)
     env = compose_env(config, images, paths)
-    engine = ComposeEngine(runner, stack, env, config.env, batch_size=batch_size(config))
+    engine = ComposeEngine(runner, stack, env, config.env, batch_size=batch)
     state = engine.on_stack(plan_stack).plan()
     stack_state.require_images(state, config.env)
     plan = state.plan()

@@ -182,7 +182,7 @@ def deploy_remote(
 ) -> RemoteOutcome:  # fmt: skip
     config, events = s.config, s.events
     require_valid_config(config, events)
-    bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
+    policy = bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
     batch_size(config)
     with connect(s) as t:
         with events.step("preflight"):
@@ -197,7 +197,7 @@ def deploy_remote(
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
         plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
-        options = RolloutOptions(wait_timeout, run_smoke_checks, rolling)
+        options = RolloutOptions(wait_timeout, run_smoke_checks, rolling, policy)
         with held_lock(t, release_id, lock_wait):
             outcome = ship(s, t, plan, options)
         outcome.preflight = checks
@@ -250,6 +250,7 @@ class RolloutOptions:
     wait_timeout: int = 300
     run_smoke_checks: bool = True
     rolling: bool = True
+    bake: bake.BakePolicy = field(default_factory=bake.BakePolicy)
 
 
 def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> RemoteOutcome:
@@ -284,7 +285,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             pull(t, release_id, images)
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
-            policy = bake.bake_policy(t.config)
+            policy = options.bake
             baseline = baseline_traffic(t, current, policy)
             record["schema_versions"] = migrate_release(t, release_id, wait_timeout)
             with events.step("roll out"), silenced_blips(

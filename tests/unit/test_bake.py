@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from deploysuite.config.layers import load_config
 from deploysuite.core.errors import ChecksFailed, ConfigError
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Result, Runner
 from deploysuite.deploy import bake
 from deploysuite.deploy.bake import BakePolicy, Traffic, judge, traffic
 from deploysuite.engines.stack import Stack
+from tests.unit.envtree import config_in
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z
@@ -87,15 +86,8 @@ def test_p99_regression_needs_the_factor_and_the_floor():
     assert judge(fast, {"auth": Traffic(100, 0, 0.4)}, POLICY) == []  # below the floor
 
 
-def config_with(tmp_path: Path, **values: str):
-    shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
-    (tmp_path / "environments" / "test").mkdir(parents=True)
-    (tmp_path / "environments" / "test" / "config.env").write_text("")
-    return load_config("test", root=tmp_path, process_env={}, cli=values)
-
-
 def test_policy_from_the_environment(tmp_path):
-    policy = bake.bake_policy(config_with(tmp_path, DEPLOY_BAKE_SECONDS="30",
+    policy = bake.bake_policy(config_in(tmp_path, DEPLOY_BAKE_SECONDS="30",
                                           DEPLOY_BAKE_MAX_5XX_INCREASE="0.1"))  # fmt: skip
     assert policy.seconds == 30 and policy.max_5xx_increase == 0.1
     assert policy.min_requests == BakePolicy().min_requests
@@ -108,7 +100,7 @@ def test_policy_from_the_environment(tmp_path):
 )  # fmt: skip
 def test_a_bad_setting_is_refused_with_its_name(tmp_path, key, value):
     with pytest.raises(ConfigError) as err:
-        bake.bake_policy(config_with(tmp_path, **{key: value}))
+        bake.bake_policy(config_in(tmp_path, **{key: value}))
     assert key in err.value.what
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from deploysuite.config.layers import load_config
 from deploysuite.core.errors import ConfigError
 from deploysuite.engines.compose import batch_size, batches
 from deploysuite.engines.rolling import FAILED, parse_health, parse_states, probe_argv, scale_argv
 from deploysuite.engines.stack import Stack
+from tests.unit.envtree import config_in
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = Stack("p", (Path("/r/docker-compose.prod.yml"), Path("/r/services.env.yml")), ("mon",))
@@ -63,22 +63,13 @@ def test_batches_keep_the_order_and_zero_means_all_together():
     assert batches([], 0) == []
 
 
-def config_with(tmp_path: Path, **values: str):
-    import shutil
-
-    shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
-    (tmp_path / "environments" / "test").mkdir(parents=True)
-    (tmp_path / "environments" / "test" / "config.env").write_text("")
-    return load_config("test", root=tmp_path, process_env={}, cli=values)
-
-
 def test_the_batch_size_comes_from_the_environment(tmp_path):
-    assert batch_size(config_with(tmp_path, DEPLOY_ROLL_BATCH_SIZE="2")) == 2
+    assert batch_size(config_in(tmp_path, DEPLOY_ROLL_BATCH_SIZE="2")) == 2
 
 
 def test_a_bad_batch_size_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="DEPLOY_ROLL_BATCH_SIZE='two'"):
-        batch_size(config_with(tmp_path, DEPLOY_ROLL_BATCH_SIZE="two"))
+        batch_size(config_in(tmp_path, DEPLOY_ROLL_BATCH_SIZE="two"))
 
 
 class ScriptedRunner:

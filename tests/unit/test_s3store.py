@@ -29,6 +29,7 @@ from deploysuite.backup.transfer import (
 )
 from deploysuite.config.layers import load_config
 from deploysuite.core.errors import ConfigError, S3Error
+from tests.unit.envtree import config_in
 
 REPO = Path(__file__).resolve().parents[2]
 GB = 1000**3
@@ -201,13 +202,8 @@ def test_destructive_calls_stay_inside_one_folder():
 
 
 def test_unencrypted_backups_are_refused_only_where_users_data_lies(tmp_path: Path):
-    shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
-    for env in ("local", "production"):
-        (tmp_path / "environments" / env).mkdir(parents=True)
-        (tmp_path / "environments" / env / "config.env").write_text("")
     values = {"S3_BUCKET": "b", "S3_SSE": "none"}
-    local = load_config("local", root=tmp_path, process_env={}, cli=values)
-    assert settings(local).sse == "none"
-    production = load_config("production", root=tmp_path, process_env={}, cli=values)
+    assert settings(config_in(tmp_path, "local", **values)).sse == "none"
+    production = config_in(tmp_path, "production", **values)
     with pytest.raises(ConfigError, match="S3_SSE=none in 'production'"):
         settings(production)
