@@ -126,8 +126,32 @@ def parse_ruff(stdout: str) -> list[str]:
 
 
 def zizmor_argv(workflows: Sequence[str]) -> Argv:
-    """GitHub Actions workflows audited as an auditor would (the strictest persona), offline."""
-    return ("zizmor", "--offline", "--no-progress", "--persona=auditor", *workflows)
+    """GitHub Actions workflows audited as an auditor would (the strictest persona), offline;
+    JSON, so that the findings read the same whether or not the terminal forces colour."""
+    return ("zizmor", "--offline", "--no-progress", "--persona=auditor", "--format=json",
+            *workflows)  # fmt: skip
+
+
+ZIZMOR_SEVERITIES = ("High", "Medium", "Low", "Informational", "Unknown")
+
+
+def parse_zizmor(stdout: str) -> list[str]:
+    """zizmor's JSON findings -> `severity ident: desc (file:line)`, the most severe first."""
+    text = stdout.strip()
+    if not text:
+        return []
+    rows = []
+    for item in json.loads(text):
+        severity = item.get("determinations", {}).get("severity", "Unknown")
+        where = ""
+        for loc in item.get("locations", [])[:1]:
+            path = loc.get("symbolic", {}).get("key", {}).get("Local", {}).get("verbatim_path")
+            row = loc.get("concrete", {}).get("location", {}).get("start_point", {}).get("row")
+            if path:
+                where = f" ({path}:{row + 1})" if isinstance(row, int) else f" ({path})"
+        rank = ZIZMOR_SEVERITIES.index(severity) if severity in ZIZMOR_SEVERITIES else 4
+        rows.append((rank, f"{severity.lower()} {item.get('ident')}: {item.get('desc')}{where}"))
+    return [line for _, line in sorted(rows, key=lambda r: r[0])]
 
 
 def workflows(files: Sequence[str]) -> list[str]:

@@ -124,10 +124,10 @@ def check_zizmor(runner: Runner, root: Path, files: Sequence[str]) -> ci.CheckRe
     result = _run(runner, ci.zizmor_argv(found), cwd=str(root), timeout=120)
     if result.ok:
         return ci.CheckResult("zizmor", "passed", f"{len(found)} workflow(s), auditor persona")
-    lines = result.stdout.splitlines()
-    # the findings, the most severe first (zizmor also lists informational ones)
-    findings = [line for level in ("error[", "warning[", "help[", "info[")
-                for line in lines if line.startswith(level)]  # fmt: skip
+    try:
+        findings = ci.parse_zizmor(result.stdout)
+    except (ValueError, TypeError, AttributeError):  # not JSON: zizmor itself failed
+        findings = []
     return ci.CheckResult("zizmor", "failed", ci.first_lines(findings) or tail(result))
 
 

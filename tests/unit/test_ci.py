@@ -448,5 +448,22 @@ def test_zizmor_audits_only_the_workflows_as_an_auditor():
              ".github/workflows/rollback.yaml"]  # fmt: skip
     assert ci.workflows(files) == [".github/workflows/pipeline.yml",
                                    ".github/workflows/rollback.yaml"]  # fmt: skip
-    assert ci.zizmor_argv(["w.yml"]) == ("zizmor", "--offline", "--no-progress",
-                                          "--persona=auditor", "w.yml")  # fmt: skip
+    argv = ("zizmor", "--offline", "--no-progress", "--persona=auditor", "--format=json", "w.yml")
+    assert ci.zizmor_argv(["w.yml"]) == argv
+
+
+def test_zizmor_findings_read_from_json_most_severe_first():
+    def finding(ident, severity, row):
+        return {"ident": ident, "desc": f"{ident} found",
+                "determinations": {"severity": severity},
+                "locations": [{
+                    "symbolic": {"key": {"Local": {"verbatim_path": "w.yml"}}},
+                    "concrete": {"location": {"start_point": {"row": row}}}}]}  # fmt: skip
+
+    out = json.dumps([finding("anonymous-definition", "Informational", 4),
+                      finding("secrets-outside-env", "Medium", 9)])  # fmt: skip
+    assert ci.parse_zizmor(out) == [
+        "medium secrets-outside-env: secrets-outside-env found (w.yml:10)",
+        "informational anonymous-definition: anonymous-definition found (w.yml:5)",
+    ]
+    assert ci.parse_zizmor("") == []
