@@ -387,9 +387,9 @@ def layer_results(scan: imagescan.ImageScan) -> list[ci.CheckResult]:
     if tolerated_keys:
         rows.append(
             ci.CheckResult(
-                "published test keys",
+                "package keys",
                 "warning",
-                f"{len(tolerated_keys)} test key(s) a package ships: "
+                f"{len(tolerated_keys)} key(s) a package ships or generates, not the suite's: "
                 + ci.first_lines(tolerated_keys, limit=1),
             )
         )

@@ -198,6 +198,11 @@ def test_the_service_dumps_verifies_ships_wal_and_takes_a_base_backup(stack):
         k.endswith(".manifest.json") for k in bases
     )
     assert "last_error" not in status
+    # the agent (PID 1) runs as postgres (uid 999) from the start, with no capability at all
+    proc = stack.compose("exec", "-T", "backup", "cat", "/proc/1/status").stdout
+    fields = dict(line.split(":", 1) for line in proc.splitlines() if ":" in line)
+    assert fields["Uid"].split() == ["999"] * 4 and fields["Gid"].split() == ["999"] * 4
+    assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
 
     # a finished WAL segment goes from the spool to S3 and leaves the spool
     segment = stack.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
