@@ -256,8 +256,10 @@ class Agent:
         start = self.pg.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
         backup_id = bk.new_backup_id(started, "cluster", "base")
         data_key, manifest_key = wal.base_keys(self.store.prefix, self.settings.env, backup_id)
+        # one tar on stdout, with the server's backup_manifest inside it (every file's size and
+        # CRC-32C): the restore and the drill check the unpacked files with pg_verifybackup
         producer = ("pg_basebackup", "-U", self.pg.user, "-D", "-", "-Ft", "-X", "none",
-                    "-c", "fast", "--no-manifest")  # fmt: skip
+                    "-c", "fast")  # fmt: skip
         uploaded = dump.stream_to_s3(self.ctx, producer, data_key, "base backup",
             tool="pg_basebackup",
         )  # fmt: skip
@@ -266,7 +268,7 @@ class Agent:
             "backup_id": backup_id, "kind": "base", "env": self.settings.env,
             "object": data_key, "size": uploaded.size, "sha256": uploaded.sha256,
             "system_id": self.cluster_id(), "wal_start": start, "wal_end": end,
-            "postgres_version": self.pg.sql("SHOW server_version_num"),
+            "postgres_version": self.pg.sql("SHOW server_version_num"), "manifest": True,
             "started": iso(started), "finished": iso(now_utc()),
         }  # fmt: skip
         dump.verify_object(self.s3, self.store.bucket, record)

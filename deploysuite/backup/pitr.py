@@ -16,7 +16,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from deploysuite.backup import catalog as bk
@@ -98,6 +99,53 @@ def feed(s: Session, scratch: Postgres, source_argv: tuple[str, ...], into: str,
     restores.pipe_into(s, scratch, source_argv, unpack, what)
 
 
+def scratch_name(s: Session, purpose: str) -> str:
+    project = s.config.require("COMPOSE_PROJECT_NAME")
+    return f"{project}-{purpose}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+
+
+@contextmanager
+def scratch_server(pg: Postgres, name: str) -> Iterator[Postgres]:
+    """A container of the live server's own image beside it, with no network, its data and WAL
+    folders made; removed whatever happens."""
+    inspect = ("docker", "inspect", "--format", "{{.Image}}", pg.container or "")
+    image = pg.runner.run(Command(inspect, mutates=False)).stdout.strip()
+    scratch = Postgres(pg.s, pg.runner, name, pg.user)
+    try:
+        pg.runner.run(Command(scratch_run_argv(name, image)))
+        pg.runner.run(Command(scratch.exec_argv("mkdir", "-p", "-m", "0700", DATA_DIR, WAL_DIR)))
+        yield scratch
+    finally:
+        pg.runner.run(Command(("docker", "rm", "-f", "-v", name)), check=False)
+
+
+def verify_base_argv() -> tuple[str, ...]:
+    """pg_verifybackup over the unpacked base backup against its own manifest (every file's size
+    and checksum); -n: its WAL is archived apart (the replay reads and checks that)."""
+    return ("pg_verifybackup", "--no-parse-wal", "--quiet", DATA_DIR)
+
+
+def unpack_base(s: Session, scratch: Postgres, base: Mapping[str, object], path: Path) -> str:
+    """The base backup unpacked into the scratch server's data folder and, when it was taken
+    with a manifest, checked file by file with pg_verifybackup: what was checked."""
+    feed(s, scratch, ("zstd", "-q", "-dc", str(path)), DATA_DIR,
+         f"unpacking base backup {base['backup_id']}")  # fmt: skip
+    if not base.get("manifest"):
+        return "SHA-256 of the object (taken without a manifest)"
+    checked = scratch.runner.run(Command(scratch.exec_argv(*verify_base_argv()), mutates=False),
+                                 check=False)  # fmt: skip
+    if not checked.ok:
+        lines = (checked.stderr or checked.stdout).strip().splitlines()
+        raise bk.BackupError(
+            f"base backup {base['backup_id']} fails pg_verifybackup: "
+            + (lines[0] if lines else f"exit code {checked.returncode}")
+            + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else "")
+            + "; nothing of the live databases changed",
+            "use another base backup (an earlier --target-time), or restore a dump with --date",
+        )
+    return "SHA-256 of the object and pg_verifybackup of every file"
+
+
 def wait_promoted(scratch: Postgres, timeout: float) -> None:
     """Until the replay has reached the target and the server accepts writes; a server that
     stopped (a replay that ended before the target) is the log's last lines."""
@@ -141,9 +189,7 @@ def restore_to_time(
     found = archived_wal(store, s3, env, system_id)
     names = wal.needed_wal(found, str(base["wal_start"]), target, end)
     label = f"{base['backup_id']} + {len(names)} WAL file(s) to {target:%Y-%m-%dT%H:%M:%SZ}"
-    project = s.config.require("COMPOSE_PROJECT_NAME")
-    scratch_name = f"{project}-pitr-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
-    scratch = Postgres(s, pg.runner, scratch_name, pg.user)
+    name = scratch_name(s, "pitr")
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="pitr-") as tmp:
         folder = Path(tmp)
@@ -153,31 +199,23 @@ def restore_to_time(
             wal_dir.mkdir()
             fetch_wal(store, s3, env, system_id, names, wal_dir)
         if s.runner.dry_run:
-            s.events.command(f"[{pg.runner.host}] replay {label} in {scratch_name}, then "
+            s.events.command(f"[{pg.runner.host}] replay {label} in {name}, then "
                              f"restore {', '.join(databases)}", run=False)  # fmt: skip
             return []
-        inspect = ("docker", "inspect", "--format", "{{.Image}}", pg.container or "")
-        image = pg.runner.run(Command(inspect, mutates=False)).stdout.strip()
-        try:
-            with s.events.step(f"replay {label} in a scratch server {scratch_name}"):
-                pg.runner.run(Command(scratch_run_argv(scratch_name, image)))
-                pg.runner.run(Command(scratch.exec_argv("mkdir", "-p", "-m", "0700", DATA_DIR,
-                                                        WAL_DIR)))  # fmt: skip
-                feed(s, scratch, ("zstd", "-q", "-dc", str(base_path)), DATA_DIR, "unpacking "
-                     f"base backup {base['backup_id']}")  # fmt: skip
+        with scratch_server(pg, name) as scratch:
+            with s.events.step(f"replay {label} in a scratch server {name}"):
+                unpack_base(s, scratch, base, base_path)
                 with tarfile.open(folder / "wal.tar", "w") as bundle:
-                    for name in names:
-                        bundle.add(wal_dir / name, arcname=name)
+                    for wal_name in names:
+                        bundle.add(wal_dir / wal_name, arcname=wal_name)
                 feed(s, scratch, ("cat", str(folder / "wal.tar")), WAL_DIR, "copying the WAL")
                 pg.runner.run(Command(scratch.exec_argv("touch", f"{DATA_DIR}/recovery.signal")))
                 # pg_ctl fails at once when the replay stops short: the log says why
-                pg.runner.run(Command(start_argv(scratch_name, target), timeout=120), check=False)
+                pg.runner.run(Command(start_argv(name, target), timeout=120), check=False)
                 wait_promoted(scratch, timeout)
             confirm(label)
             for db in databases:
                 outcomes.append(take_database(ctx, scratch, db, target, folder))
-        finally:
-            pg.runner.run(Command(("docker", "rm", "-f", "-v", scratch_name)), check=False)
     return outcomes
 
 

@@ -9,12 +9,16 @@ of the test listens on this machine's loopback; in production it has its own egr
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import http.server
+import io
 import json
 import os
 import secrets
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.request
@@ -350,3 +354,63 @@ def test_a_failed_run_makes_the_service_unhealthy_and_tells_the_webhook(stack):
     health = stack.agent("health")
     assert health.returncode == 1 and "the last run failed: dumps:" in health.stdout
     stack.compose("start", "backup")
+
+
+def test_dr_drill_checks_the_newest_base_backup_with_pg_verifybackup(stack, tmp_path):
+    """The drill unpacks the newest base backup into a scratch server and checks every file
+    against the manifest pg_basebackup wrote into it. A base backup whose object is intact (its
+    SHA-256 matches) but whose files differ from their manifest (changed before the upload)
+    fails the drill, naming the file."""
+    stack.wait_for(
+        "the first dumps and a base backup",
+        lambda: (s := stack.status()).get("newest_verified") and s.get("newest_base"),
+    )
+    done = stack.inv("dr.drill", "--json")
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = {r["database"]: r for r in json.loads(done.stdout)["results"]}
+    assert set(DATABASES) <= set(rows)
+    base = rows["(cluster base backup)"]
+    assert base["rows"] == "SHA-256 of the object and pg_verifybackup of every file", base
+
+    # a newer base backup, the same files but PG_VERSION changed (same size, other checksum)
+    client = stack.s3.client()
+    record = json.loads(client.get_object(Bucket=stack.bucket, Key=next(
+        k for k in stack.keys("postgres-base") if base["backup"] in k
+        and k.endswith(".manifest.json")))["Body"].read())  # fmt: skip
+    raw = subprocess.run(["zstd", "-q", "-dc"], input=client.get_object(
+        Bucket=stack.bucket, Key=record["object"])["Body"].read(), capture_output=True,
+        check=True).stdout  # fmt: skip
+    changed = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(raw)) as source,
+        tarfile.open(fileobj=changed, mode="w") as out,
+    ):
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name == "PG_VERSION":
+                data = b"99\n"[: len(data)].ljust(len(data), b"\n")
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    body = subprocess.run(["zstd", "-q", "-c"], input=changed.getvalue(), capture_output=True,
+                          check=True).stdout  # fmt: skip
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    backup_id = f"{later:%Y%m%dT%H%M%SZ}-cluster-base"
+    data_key = record["object"].replace(record["backup_id"], backup_id)
+    tampered = {**record, "backup_id": backup_id, "object": data_key, "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "finished": later.isoformat(), "started": later.isoformat()}  # fmt: skip
+    manifest_key = data_key.removesuffix(".tar.zst") + ".manifest.json"
+    client.put_object(Bucket=stack.bucket, Key=data_key, Body=body, ServerSideEncryption="AES256",
+                      Metadata={"sha256": tampered["sha256"]})  # fmt: skip
+    client.put_object(Bucket=stack.bucket, Key=manifest_key, Body=json.dumps(tampered).encode(),
+                      ServerSideEncryption="AES256")  # fmt: skip
+    try:
+        failed = stack.inv("dr.drill", "--json")
+        assert failed.returncode != 0
+        assert f"base backup {backup_id} fails pg_verifybackup" in failed.stderr, failed.stderr
+        assert "PG_VERSION" in failed.stderr, failed.stderr
+    finally:
+        client.delete_object(Bucket=stack.bucket, Key=data_key)
+        client.delete_object(Bucket=stack.bucket, Key=manifest_key)
+    scratch = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={stack.project}-drill"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert scratch.strip() == ""

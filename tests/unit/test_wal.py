@@ -161,3 +161,10 @@ def test_postgres_timestamps_are_read_with_their_zone():
     assert parse_pg_time("2024-01-15 10:42:00.5+00") == dt.datetime(2024, 1, 15, 10, 42, 0, 500000,
                                                                     tzinfo=UTC)  # fmt: skip
     assert parse_pg_time("") is None
+
+
+def test_base_backups_are_checked_file_by_file_without_their_wal():
+    from deploysuite.backup import pitr
+
+    assert pitr.verify_base_argv() == ("pg_verifybackup", "--no-parse-wal", "--quiet",
+                                       pitr.DATA_DIR)  # fmt: skip
