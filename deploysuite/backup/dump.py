@@ -74,7 +74,7 @@ def stream_to_s3(
             s3, store.bucket, key, reader,
             part_size=transfer.part_size(expected, store.part_size_mb * s3store.MiB),
             sse=store.sse, metadata={"producer": producer[-1][:60]}, on_progress=progress,
-            before_complete=producers_ok,
+            before_complete=producers_ok, checksum=store.part_checksum,
         )  # fmt: skip
         return uploaded
     finally:

@@ -1,7 +1,8 @@
 """S3 storage of backups: streaming multipart uploads and downloads, memory bounded by one part.
 
 The suite keeps its own SHA-256 of every object it writes, so boto3's default CRC checksums
-(which many S3-compatible servers reject) are only sent where the API requires one. Every
+(which many S3-compatible servers reject) are only sent where the API requires one, and on the
+parts of a multipart upload as S3_PART_CHECKSUM says (CRC32 unless set to none). Every
 botocore error leaves this module as one S3Error line that never holds a credential.
 """
 
@@ -23,6 +24,7 @@ DELETE_BATCH = 1_000  # DeleteObjects takes at most this many keys
 
 Sse = Literal["AES256", "aws:kms", "none"]
 SSE_MODES: tuple[Sse, ...] = ("AES256", "aws:kms", "none")
+PART_CHECKSUMS = ("CRC32", "NONE")
 CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidClientTokenId",
      "InvalidToken", "ExpiredToken"}
@@ -56,6 +58,7 @@ class S3Settings:
     secret_access_key: str | None = field(repr=False)
     sse: Sse
     part_size_mb: int
+    part_checksum: str | None = None  # S3's additional checksum per part (CRC32), or none
 
     def key(self, *parts: str) -> str:
         """The object key of `parts` under the suite's prefix."""
@@ -114,6 +117,12 @@ def settings(config: Config) -> S3Settings:
             f"S3_PART_SIZE_MB={raw_part!r} is not a whole number of at least 5 (S3's floor)",
             f"fix S3_PART_SIZE_MB in {env_file}",
         )
+    checksum = (config.get("S3_PART_CHECKSUM", "CRC32") or "CRC32").upper()
+    if checksum not in PART_CHECKSUMS:
+        raise ConfigError(
+            f"S3_PART_CHECKSUM={checksum!r} is not one of {', '.join(PART_CHECKSUMS)}",
+            f"fix S3_PART_CHECKSUM in {env_file} (NONE only for a server that refuses them)",
+        )
     access_key_id = config.get("S3_ACCESS_KEY_ID")
     secret_access_key = config.get("S3_SECRET_ACCESS_KEY")
     if (access_key_id is None) != (secret_access_key is None):
@@ -130,6 +139,7 @@ def settings(config: Config) -> S3Settings:
         secret_access_key=secret_access_key,
         sse=cast(Sse, sse),
         part_size_mb=int(raw_part),
+        part_checksum=None if checksum == "NONE" else checksum,
     )
 
 

@@ -17,6 +17,11 @@ from deploysuite.core.errors import S3Error
 IN_FLIGHT = 2  # parts uploading while the next one is read
 S3_MAX_PART = 5 * 1024 * MiB
 S3_MAX_PARTS = 10_000
+# S3's additional checksum on every part (S3_PART_CHECKSUM): the client sends each part's CRC-32
+# and the server refuses a part whose bytes do not match it, so a part damaged in transit is
+# caught when it arrives, not only by the end-to-end SHA-256 read back after the upload (CRC-32:
+# zlib's, cheap beside the SHA-256 the stream is hashed with anyway).
+PART_CHECKSUM = "CRC32"
 PART_BUDGET = 9_000  # parts planned for twice the expected size: a margin under S3_MAX_PARTS
 READ_CHUNK = MiB
 
@@ -69,6 +74,7 @@ def upload_stream(
     metadata: Mapping[str, str],
     on_progress: Callable[[int], None] | None = None,
     before_complete: Callable[[], None] | None = None,
+    checksum: str | None = PART_CHECKSUM,
 ) -> Uploaded:
     """Stream `reader` to s3://bucket/key as a multipart upload.
 
@@ -91,8 +97,10 @@ def upload_stream(
             "check the command that writes it (a dump is never empty)",
         )
     create: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": dict(metadata)}
+    per_part: dict[str, Any] = {"ChecksumAlgorithm": checksum} if checksum else {}
     if sse != "none":
         create["ServerSideEncryption"] = sse
+    create.update(per_part)
     with translated(s3, bucket, key):
         upload_id = s3.create_multipart_upload(**create)["UploadId"]
         pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
@@ -115,17 +123,14 @@ def upload_stream(
                 digest.update(part)
                 futures.append(pool.submit(
                     s3.upload_part, Bucket=bucket, Key=key, UploadId=upload_id,
-                    PartNumber=len(futures) + 1, Body=part,
+                    PartNumber=len(futures) + 1, Body=part, **per_part,
                 ))  # fmt: skip
                 del part
                 size += filled
                 if on_progress is not None:
                     on_progress(size)
                 filled = fill(reader, buffer) if filled == part_size else 0
-            parts = [
-                {"ETag": f.result()["ETag"], "PartNumber": number}
-                for number, f in enumerate(futures, start=1)
-            ]
+            parts = [completed_part(n, f.result(), checksum) for n, f in enumerate(futures, 1)]
             if before_complete is not None:  # the producer's last word: it may still fail
                 before_complete()
             s3.complete_multipart_upload(
@@ -138,6 +143,19 @@ def upload_stream(
         finally:
             pool.shutdown(wait=True)
     return Uploaded(size, digest.hexdigest(), len(parts), time.monotonic() - started)
+
+
+def completed_part(
+    number: int, response: Mapping[str, Any], checksum: str | None = PART_CHECKSUM
+) -> dict[str, Any]:
+    """A part as CompleteMultipartUpload wants it: its ETag and the checksum the server
+    computed and compared with the one sent (an upload created with a checksum algorithm is
+    completed only with every part's checksum)."""
+    part = {"ETag": response["ETag"], "PartNumber": number}
+    value = response.get(f"Checksum{checksum}") if checksum else None
+    if value:
+        part[f"Checksum{checksum}"] = value
+    return part
 
 
 def abort_upload(s3: S3Client, bucket: str, key: str, upload_id: str, cause: BaseException) -> None:

@@ -90,6 +90,7 @@ SERVICE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         "S3_SECRET_ACCESS_KEY",
         "S3_SSE",
         "S3_PART_SIZE_MB",
+        "S3_PART_CHECKSUM",
         "BACKUP_INTERVAL_HOURS",
         "BACKUP_RPO_HOURS",
         "BACKUP_KEEP",

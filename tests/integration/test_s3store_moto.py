@@ -3,10 +3,13 @@ multipart uploads from OS pipes, aborts that leave nothing behind, one-line erro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import os
 import subprocess
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,25 @@ def test_sse_none_sends_no_encryption_header(c, bucket: str):
     upload_stream(c, bucket, FOLDER + "plain", io.BytesIO(b"x" * 1000), part_size=5 * MiB,
                   sse="none", metadata={})  # fmt: skip
     assert "ServerSideEncryption" not in c.head_object(Bucket=bucket, Key=FOLDER + "plain")
+
+
+def test_every_part_travels_with_its_crc32_and_the_object_keeps_them(c, bucket: str):
+    """Each part is sent with its CRC-32 (S3 refuses a part whose bytes do not match it), and
+    the object's composite checksum is the one of the parts' own CRC-32s, computed here.
+
+    The S3 server of the tests (moto) stores these checksums but does not compare them with the
+    bytes: that a damaged part is refused is S3's documented behaviour, not shown here."""
+    data = os.urandom(11 * MiB)
+    uploaded = upload_stream(c, bucket, FOLDER + "parts", io.BytesIO(data), part_size=5 * MiB,
+                             sse="AES256", metadata={})  # fmt: skip
+    assert uploaded.parts == 3
+    parts = [data[i : i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
+    composite = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    expected = base64.b64encode(zlib.crc32(composite).to_bytes(4, "big")).decode()
+    attributes = c.get_object_attributes(Bucket=bucket, Key=FOLDER + "parts",
+                                         ObjectAttributes=["Checksum"])  # fmt: skip
+    assert attributes["Checksum"]["ChecksumType"] == "COMPOSITE"
+    assert attributes["Checksum"]["ChecksumCRC32"].split("-")[0] == expected
 
 
 class DyingDump(io.RawIOBase):

@@ -95,6 +95,8 @@ def test_settings_take_every_value_and_keep_secrets_out_of_repr(tree: Path):
         "http://127.0.0.1:9000", "eu-west-3", "team/chat", "none", 64)  # fmt: skip
     assert (s.access_key_id, s.secret_access_key) == ("AKIAEXAMPLE", "very-secret-value")
     assert "very-secret-value" not in repr(s) and "AKIAEXAMPLE" not in repr(s)
+    assert s.part_checksum == "CRC32"  # the default: every part carries its CRC-32
+    assert settings(load(tree, S3_BUCKET="b", S3_PART_CHECKSUM="none")).part_checksum is None
 
 
 def test_a_missing_bucket_is_a_config_error_with_a_one_line_fix(tree: Path):
@@ -116,6 +118,7 @@ def test_a_missing_bucket_is_a_config_error_with_a_one_line_fix(tree: Path):
         ({"S3_PREFIX": "/"}, "S3_PREFIX is empty"),
         ({"S3_ACCESS_KEY_ID": "AKIAONLY"}, "only one of S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"),
         ({"S3_SECRET_ACCESS_KEY": "s3cr3t-only"}, "only one of S3_ACCESS_KEY_ID"),
+        ({"S3_PART_CHECKSUM": "md5"}, "S3_PART_CHECKSUM='MD5' is not one of CRC32, NONE"),
     ],
 )
 def test_bad_values_are_config_errors(tree: Path, values: dict[str, str], says: str):
@@ -207,3 +210,13 @@ def test_unencrypted_backups_are_refused_only_where_users_data_lies(tmp_path: Pa
     production = config_in(tmp_path, "production", **values)
     with pytest.raises(ConfigError, match="S3_SSE=none in 'production'"):
         settings(production)
+
+
+def test_a_part_is_completed_with_the_checksum_the_server_returned():
+    from deploysuite.backup.transfer import PART_CHECKSUM, completed_part
+
+    assert PART_CHECKSUM == "CRC32"
+    assert completed_part(2, {"ETag": '"e"', "ChecksumCRC32": "AAAAAA=="}) == {
+        "ETag": '"e"', "PartNumber": 2, "ChecksumCRC32": "AAAAAA=="}  # fmt: skip
+    # a server that returns none: the part is completed by its ETag alone
+    assert completed_part(1, {"ETag": '"e"'}) == {"ETag": '"e"', "PartNumber": 1}
