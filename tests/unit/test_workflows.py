@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: valid (schema, zizmor offline, actionlint where installed), every
 `run:` step an existing `inv` task, and the policy: least privilege, pinned actions, deploys that
-never overlap, approval for production, OIDC for AWS, secrets only through `secrets.X`.
+never overlap, approval for production, OIDC for AWS, secrets only through `secrets.X`, each
+secret only in the `env:` of the steps whose task reads it, and the jobs that hold secrets
+installing only requirements/deploy.lock (pinned, hashes checked, no test tool).
 
 This tests the workflows' syntax and policy; their run on GitHub cannot be exercised here."""
 
@@ -18,15 +20,23 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 BIN = Path(sys.executable).parent
+LOCK = "requirements/deploy.lock"
+# How a job that holds secrets installs the suite: the lock, every file's hash checked, then the
+# suite alone, built with the locked setuptools (no build isolation: pip fetches nothing else).
+LOCKED_INSTALL = (
+    f"python -m pip install --require-hashes -r {LOCK}\n"
+    "python -m pip install --no-build-isolation --no-deps -e ."
+)
 # The only plain shell commands allowed: installing the suite (steps named "Set up ...").
 SETUP_COMMANDS = {
     'python -m pip install -e ".[test]"',
     'python -m pip install -e ".[test]" -r services/requirements-dev.txt',
-    "python -m pip install -e .",
+    LOCKED_INSTALL,
     "./scripts/setup",
 }
 # Job-level permissions a job may ask for, and why (the top level grants contents: read only).
@@ -304,3 +314,199 @@ def test_checkouts_do_not_keep_the_token(workflow: Path):
     for job_id, step in steps(workflow):
         if step.get("uses", "").startswith("actions/checkout@"):
             assert step["with"]["persist-credentials"] is False, job_id
+
+
+# --- secrets reach only the steps that read them ------------------------------------------------
+
+SECRET_REF = re.compile(r"\$\{\{\s*secrets\.(\w+)\s*\}\}")
+# The environments' secrets (docs/deployment/ci-cd.md, "Required secrets and variables").
+ENVIRONMENT_SECRETS = {
+    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "MONGODB_PASSWORD",
+    "AUTH_TOKEN_SECRET", "AUTH_TOKEN_SECRET_PREVIOUS", "BILLING_WEBHOOK_SECRET", "SMTP_PASSWORD",
+}  # fmt: skip
+# The secrets each task reads; a step may get a secret only when its task is listed for it.
+SECRET_READERS = {
+    "ci.ssh-key": {"DEPLOY_SSH_PRIVATE_KEY"},  # writes the key file
+    "images.build": {"GITHUB_TOKEN"},  # the registry login of --push
+    # builds and pushes, renders the environment's secrets into the release, masks them all in
+    # its output, posts its outcome to the webhook
+    "deploy": ENVIRONMENT_SECRETS | {"GITHUB_TOKEN", "SLACK_WEBHOOK_URL"},
+    "rollback": ENVIRONMENT_SECRETS | {"SLACK_WEBHOOK_URL"},  # the same, without a build
+    "smoke": {"BILLING_WEBHOOK_SECRET"},  # the journey signs a billing webhook
+    "ci.notify": {"SLACK_WEBHOOK_URL"},
+}
+
+
+def secrets_in(*values: Any) -> set[str]:
+    return set(SECRET_REF.findall(json.dumps(values)))
+
+
+def step_secrets(workflow: dict[str, Any], job: dict[str, Any], step: dict[str, Any]) -> set[str]:
+    """The secrets a step sees: its workflow's, its job's and its own `env:`, and its `with:`."""
+    return secrets_in(workflow.get("env"), job.get("env"), step.get("env"), step.get("with"))
+
+
+def is_setup(step: dict[str, Any]) -> bool:
+    run = step.get("run", "")
+    return "pip install" in run or "scripts/setup" in run
+
+
+def secret_jobs() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(where, workflow, job) of every job in which some step sees a secret."""
+    found = []
+    for path in WORKFLOWS:
+        workflow = load(path)
+        for job_id, job in workflow["jobs"].items():
+            if any(step_secrets(workflow, job, s) for s in job.get("steps", [])):
+                found.append((f"{path.name}:{job_id}", workflow, job))
+    return found
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=ids)
+def test_no_secret_in_a_workflow_or_job_env(workflow: Path):
+    # A job's `env:` reaches every step, the set-up's installers included.
+    doc = load(workflow)
+    assert not secrets_in(doc.get("env")), "a secret in the workflow's env"
+    for job_id, job in doc["jobs"].items():
+        assert not secrets_in(job.get("env")), f"{job_id}: a secret in the job's env"
+
+
+def test_the_secret_jobs_are_the_publishing_deploying_and_notifying_ones():
+    assert {where for where, _, _ in secret_jobs()} == {
+        "pipeline.yml:images", "pipeline.yml:deploy-staging", "pipeline.yml:deploy-production",
+        "pipeline.yml:notify", "rollback.yml:rollback",
+    }  # fmt: skip
+
+
+def test_each_secret_reaches_only_steps_whose_task_reads_it():
+    for where, workflow, job in secret_jobs():
+        for step in job["steps"]:
+            given = step_secrets(workflow, job, step)
+            if not given:
+                continue
+            name = f"{where}:{step.get('name') or step.get('uses')}"
+            assert "run" in step and not is_setup(step), f"{name} runs no task but gets {given}"
+            readers = set().union(
+                *(SECRET_READERS.get(t, set()) for t in inv_invocations(step["run"]))
+            )
+            assert given <= readers, (
+                f"{name} gets secrets its task does not read: {given - readers}"
+            )
+
+
+def test_no_install_step_gets_a_secret():
+    for workflow in WORKFLOWS:
+        doc = load(workflow)
+        for job_id, job in doc["jobs"].items():
+            for step in job.get("steps", []):
+                if is_setup(step):
+                    assert not step_secrets(doc, job, step), f"{workflow.name}:{job_id}"
+
+
+def test_jobs_that_hold_secrets_install_only_the_lock_before_any_secret():
+    for where, workflow, job in secret_jobs():
+        runs = [s.get("run", "") for s in job["steps"]]
+        assert not any("scripts/setup" in r or "[test]" in r for r in runs), where
+        for line in (x for r in runs for x in r.splitlines() if "pip" in x):
+            words = shlex.split(line)
+            locked = "--require-hashes" in words and words[-2:] == ["-r", LOCK]
+            suite_alone = {"--no-deps", "--no-build-isolation"} <= set(words) and [
+                w for w in words[words.index("install") + 1 :] if not w.startswith("-")
+            ] == ["."]
+            assert locked or suite_alone, f"{where}: unchecked install: {line}"
+        # the install comes before the first step that gets a secret or cloud credentials
+        first = next(
+            i for i, s in enumerate(job["steps"])
+            if step_secrets(workflow, job, s) or "configure-aws-credentials" in s.get("uses", "")
+        )  # fmt: skip
+        assert LOCKED_INSTALL in [r.strip() for r in runs[:first]], where
+        assert not any(is_setup(s) for s in job["steps"][first:]), where
+
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_entries() -> dict[str, tuple[str, list[str]]]:
+    """{name: (version, hashes)} of requirements/deploy.lock; asserts every requirement is
+    pinned with `==` and carries hashes."""
+    text = (REPO / LOCK).read_text(encoding="utf-8").replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement, *options = line.split()
+        pinned = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)", requirement)
+        assert pinned, f"not pinned with ==: {line}"
+        hashes = [o.removeprefix("--hash=") for o in options]
+        assert hashes, f"no hash: {requirement}"
+        for value in hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", value), f"{requirement}: {value}"
+        entries[canonical(pinned[1])] = (pinned[2], hashes)
+    return entries
+
+
+def pyproject() -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_the_lock_pins_every_requirement_with_hashes():
+    entries = lock_entries()
+    assert len(entries) >= 30  # the runtime dependencies and theirs
+
+
+def test_the_lock_holds_the_runtime_dependencies_and_the_build_backend_in_their_ranges():
+    entries = lock_entries()
+    project = pyproject()
+    wanted = project["project"]["dependencies"] + project["build-system"]["requires"]
+    for requirement in map(Requirement, wanted):
+        name = canonical(requirement.name)
+        assert name in entries, f"{name} is not in {LOCK}: run scripts/lock-requirements"
+        version = entries[name][0]
+        assert requirement.specifier.contains(version), f"{name}=={version} outside {requirement}"
+
+
+def test_the_lock_holds_no_test_tool():
+    # None of the `test` extra's tools is a dependency of a runtime dependency (checked when the
+    # lock was made); one that becomes one would be listed here.
+    also_runtime: set[str] = set()
+    test_tools = {
+        canonical(Requirement(x).name)
+        for x in pyproject()["project"]["optional-dependencies"]["test"]
+    }
+    assert "pytest" in test_tools and "zizmor" in test_tools
+    assert not (test_tools - also_runtime) & set(lock_entries())
+
+
+def test_the_lock_input_repeats_the_build_backend_of_pyproject():
+    lines = (REPO / "requirements" / "deploy.in").read_text(encoding="utf-8").splitlines()
+    listed = {x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")}
+    assert set(pyproject()["build-system"]["requires"]) <= listed
+
+
+def test_the_lock_says_how_it_was_made_and_the_script_makes_it_so():
+    script = REPO / "scripts" / "lock-requirements"
+    text = script.read_text(encoding="utf-8")
+    assert os.access(script, os.X_OK)
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    command = text[text.index("uv pip compile") :].replace("\\\n", " ").split(">")[0]
+    header = (REPO / LOCK).read_text(encoding="utf-8").splitlines()[:2]
+    assert header[0] == "# This file was autogenerated by uv via the following command:"
+    assert shlex.split(header[1].lstrip("# ")) == shlex.split(command)
+
+
+def test_the_lock_is_for_the_python_of_the_jobs_that_install_it():
+    header = (REPO / LOCK).read_text(encoding="utf-8").splitlines()[1].split()
+    locked_for = header[header.index("--python-version") + 1]
+    for where, workflow, job in secret_jobs():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/setup-python@"):
+                version = str(step["with"]["python-version"])
+                if version == "${{ env.PYTHON_VERSION }}":
+                    version = workflow["env"]["PYTHON_VERSION"]
+                assert version == locked_for, f"{where}: Python {version}, the lock {locked_for}"
