@@ -26,11 +26,6 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     name: {"cap_drop ALL": NOT_RUN_HERE, "read_only": NOT_RUN_HERE}
     for name in ("mongodb", "clickhouse", "kong", "jaeger", "grafana")
 }
-EXCEPTIONS["rabbitmq"] = {
-    "read_only": "RabbitMQ writes its log files to /var/log/rabbitmq as its own user; a tmpfs "
-    "there works under compose (uid=999) but a Swarm tmpfs mount takes no owner, and the broker "
-    "then cannot start (eacces): read-only waits for console-only logging in its image"
-}
 
 
 def services() -> dict[str, dict]:
