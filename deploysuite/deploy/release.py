@@ -109,13 +109,17 @@ def manifest(
     ci_run_url: str,
     previous: str | None,
     started: dt.datetime,
+    third_party: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
+    """`images`: the suite's services pinned by digest; `third_party`: image variable -> the
+    digest its tag resolved to when the release was made (deploy/pins.py)."""
     hashes = {name: sha256(data) for name, data in sorted(files.items())}
     return {
         "release": release_id,
         "env": env,
         "git_sha": git_sha,
         "images": dict(sorted(images.items())),
+        "third_party_images": dict(sorted((third_party or {}).items())),
         "files": hashes,
         "content": content_key(images, hashes),
         "schema_versions": {},

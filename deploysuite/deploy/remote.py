@@ -46,6 +46,7 @@ from deploysuite.deploy.lock import (
     lock_ttl,
     new_info,
 )
+from deploysuite.deploy.pins import pin_third_party
 from deploysuite.deploy.preflight import preflight
 from deploysuite.deploy.rollout import run_migrations, running_report, silenced_blips
 from deploysuite.deploy.shipment import build_and_push, pull, release_files, upload_tls
@@ -180,8 +181,9 @@ def deploy_remote(
     s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, rolling: bool = True,
     lock_wait: float = 0,
 ) -> RemoteOutcome:  # fmt: skip
+    require_valid_config(s.config, s.events)
+    s, pins = pin_third_party(s)  # before anything is built: staging refuses a tag it cannot pin
     config, events = s.config, s.events
-    require_valid_config(config, events)
     policy = bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
     batch_size(config)
     with connect(s) as t:
@@ -196,7 +198,7 @@ def deploy_remote(
         info = new_info(release_id, now, os.environ)
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": t.conn.host.address}  # fmt: skip
-        plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
+        plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env, pins)
         options = RolloutOptions(wait_timeout, run_smoke_checks, rolling, policy)
         with held_lock(t, release_id, lock_wait):
             outcome = ship(s, t, plan, options)
@@ -243,6 +245,7 @@ class ReleasePlan:
     owner: str
     started: dt.datetime
     hook_env: dict[str, str]
+    third_party: Mapping[str, str] = field(default_factory=dict)  # image variable -> digest
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
     record = rel.manifest(
         release_id=release_id, env=t.config.env, git_sha=plan.version, images=images,
         files=files, deployed_by=plan.owner, ci_run_url=ci_run_url(os.environ), previous=current,
-        started=plan.started,
+        started=plan.started, third_party=plan.third_party,
     )  # fmt: skip
     live = next((r for r in releases if r.get("release") == current), None)
     if live and live.get("content") == record["content"] and not dry:
@@ -282,7 +285,7 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
         with events.step("TLS"):
             events.info(f"  certificate: {upload_tls(t)}")
         with events.step("registry login and pull by digest"):
-            pull(t, release_id, images)
+            pull(t, release_id, {**images, **plan.third_party})
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
             policy = options.bake

@@ -47,6 +47,7 @@ from deploysuite.deploy.local import (
     stack_ca,
 )
 from deploysuite.deploy.lock import ci_run_url, new_info
+from deploysuite.deploy.pins import pin_third_party
 from deploysuite.deploy.remote import (
     ReleasePlan,
     RemoteOutcome,
@@ -211,8 +212,9 @@ def connect_swarm(s: Session) -> Iterator[SwarmTarget]:
 def deploy_swarm(
     s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, lock_wait: float = 0
 ) -> RemoteOutcome:
+    require_valid_config(s.config, s.events)
+    s, pins = pin_third_party(s)  # before anything is built: staging refuses a tag it cannot pin
     config, events = s.config, s.events
-    require_valid_config(config, events)
     with connect_swarm(s) as st:
         t = st.t
         version, images = build_and_push(s)
@@ -226,7 +228,7 @@ def deploy_swarm(
         hook_env = {"DEPLOY_ENV": config.env, "DEPLOY_RELEASE": release_id,
                     "DEPLOY_HOSTS": ",".join(h.address for h in st.cluster.hosts)}  # fmt: skip
         info = new_info(release_id, now, os.environ)
-        plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env)
+        plan = ReleasePlan(release_id, version, images, files, info.owner, now, hook_env, pins)
         with held_lock(t, release_id, lock_wait):
             outcome = ship_swarm(
                 s, st, plan, rendered, RolloutOptions(wait_timeout, run_smoke_checks)
@@ -248,7 +250,7 @@ def ship_swarm(
     record = rel.manifest(
         release_id=release_id, env=t.config.env, git_sha=plan.version, images=images,
         files=plan.files, deployed_by=plan.owner, ci_run_url=ci_run_url(os.environ),
-        previous=current, started=plan.started,
+        previous=current, started=plan.started, third_party=plan.third_party,
     )  # fmt: skip
     live = next((r for r in releases if r.get("release") == current), None)
     engine = st.engine(release_id)

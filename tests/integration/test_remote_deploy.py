@@ -640,3 +640,33 @@ def test_backup_and_restore_of_a_remote_environment_over_ssh(remote):
     assert "restart chat and wait for its readiness" in restored.stderr
     status = remote.inv("status", "--env=loopback")
     assert status.returncode == 0, status.stderr[-2000:]
+
+
+def test_third_party_images_are_pinned_by_digest_in_the_release(remote, registry):
+    """A third-party image named by a tag in a registry is resolved to the digest the registry
+    serves when the release is made: the manifest records it, the release's .env names it and
+    the container runs it; the loopback's local images, which no registry holds, keep their
+    tags and the deploy says so. (Last in the module: it replaces the Redis container.)"""
+    local = "mysaaschat/redis:bookworm"
+    tag = f"{registry.host}/base/redis:pin-{os.getpid()}"
+    subprocess.run(["docker", "tag", local, tag], check=True, capture_output=True)
+    auth = {"username": registry.username, "password": registry.password}
+    pushed = push_all(Runner(Events(json_mode=True)), [tag], auth)[0].pinned
+    result = remote.deploy("--no-smoke", "--json", "--set", f"REDIS_IMAGE={tag}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"REDIS_IMAGE: {pushed}" in result.stderr
+    assert "kept by tag (no registry answered; staging, production refuse this)" in result.stderr
+    assert "POSTGRES_IMAGE=mysaaschat/postgres:bookworm" in result.stderr
+    release = remote.current()
+    record = next(r for r in remote.releases()["releases"] if r["release"] == release)
+    assert record["third_party_images"] == {"REDIS_IMAGE": pushed}
+    dotenv = (Path(remote.env_dir) / "releases" / release / ".env").read_text()
+    assert f"REDIS_IMAGE={pushed}\n" in dotenv and tag not in dotenv
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={remote.project}",
+         "--filter", "label=com.docker.compose.service=redis"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    running = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", *ids],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert running == [pushed]
