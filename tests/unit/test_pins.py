@@ -4,6 +4,7 @@ argument here; tests/integration/test_remote_deploy.py resolves against a real r
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,11 @@ def test_every_tag_is_resolved_and_a_digest_kept_as_it_is(tmp_path: Path):
         asked.append((ref, auth))
         return DIGEST
 
+    login = {"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD": secrets.token_hex(8)}
     config = config_in(tmp_path, "staging", POSTGRES_IMAGE=f"postgres@{DIGEST}",
                        REDIS_IMAGE="reg.example:5000/redis:7",
                        IMAGE_REPOSITORY="reg.example:5000/mysaaschat",
-                       REGISTRY_USERNAME="ci", REGISTRY_PASSWORD="pw-1234567890")  # fmt: skip
+                       **login)  # fmt: skip
     pinned, kept = pins.resolve(config, COMPOSE, registry)
     assert kept == {}
     assert pinned["POSTGRES_IMAGE"] == f"postgres@{DIGEST}"  # given by digest: not asked
@@ -57,7 +59,8 @@ def test_every_tag_is_resolved_and_a_digest_kept_as_it_is(tmp_path: Path):
     by_ref = dict(asked)
     assert "postgres@" + DIGEST not in by_ref
     # the suite's registry login goes to its own registry only, never to Docker Hub
-    assert by_ref["reg.example:5000/redis:7"] == {"username": "ci", "password": "pw-1234567890"}
+    assert by_ref["reg.example:5000/redis:7"] == {
+        "username": "ci", "password": login["REGISTRY_PASSWORD"]}  # fmt: skip
     assert by_ref[config.get("NGINX_IMAGE")] is None
     pinned_config = pins.with_pins(config, pinned)
     assert pinned_config.get("REDIS_IMAGE") == f"reg.example:5000/redis@{DIGEST}"
