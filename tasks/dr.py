@@ -42,7 +42,8 @@ def drill(c, env="local", db="all", rto_hours=2.0, rpo_hours=6.0, json=False, ve
         title=f"DR drill of '{env}' (targets: RPO {rpo_hours} h, RTO {rto_hours} h):",
         extra={"env": env, "rpo_hours": rpo_hours, "rto_hours": rto_hours, "results": rows},
     )  # fmt: skip
-    missed = [f"{r['database']} {k}" for r in rows for k in ("rpo", "rto") if r[k] not in ("ok", "-")]
+    missed = [f"{r['database']} {k}" for r in rows for k in ("rpo", "rto")
+              if r[k] not in ("ok", "-")]  # fmt: skip
     if missed:
         raise ChecksFailed(f"DR targets missed: {', '.join(missed)}",
                            f"inv backup --env={env}; schedule backups at least every "
