@@ -82,7 +82,6 @@ class Load:
 
     def __init__(self) -> None:
         self.context = ssl.create_default_context(cafile=str(TLS_CA))
-        self.context.check_hostname = False
         self.stop = threading.Event()
         self.sent = 0
         self.failed = 0
@@ -93,7 +92,7 @@ class Load:
             self.sent += 1
             try:
                 with urllib.request.urlopen(
-                    f"https://127.0.0.1:{HTTPS}/health/auth", context=self.context, timeout=10
+                    f"https://localhost:{HTTPS}/health/auth", context=self.context, timeout=10
                 ) as response:
                     self.failed += response.status != 200
             except OSError:  # HTTPError included

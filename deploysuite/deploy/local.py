@@ -90,14 +90,19 @@ class DeployPaths:
 
 
 def server_names(config: Config) -> tuple[str, ...]:
+    """SERVER_NAMES: the names nginx answers for (any other is refused), the first being where
+    plain HTTP redirects to."""
     return tuple((config.get("SERVER_NAMES") or "localhost").split())
 
 
-def nginx_settings(config: Config) -> NginxSettings:
+def nginx_settings(config: Config, certificate: bytes | None = None) -> NginxSettings:
+    """certificate: the PEM chain nginx serves, when it is at hand; OCSP stapling is on when its
+    leaf names an OCSP responder."""
     public = config.require("PUBLIC_URL")
     return NginxSettings(
         server_names=server_names(config),
         public_https_port=urlsplit(public).port or 443,
+        ocsp_stapling=certificate is not None and tls.ocsp_url(certificate) is not None,
         upstreams={name: (f"{name}:8000",) for name in HTTP_SERVICES},
         rate_api=config.get("NGINX_API_RATE") or "50r/s",
         rate_api_burst=whole_number("NGINX_API_BURST", config.get("NGINX_API_BURST"), "100"),
@@ -187,7 +192,8 @@ def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
 
 
 def render(runner: Runner, config: Config, nginx_dir: Path) -> list[Path]:
-    files = render_nginx(nginx_settings(config))
+    cert = deploy_paths(config).tls_dir / tls.CERT
+    files = render_nginx(nginx_settings(config, cert.read_bytes() if cert.is_file() else None))
     if runner.dry_run:
         for name in sorted(files):
             path = nginx_dir / name

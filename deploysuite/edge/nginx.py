@@ -43,6 +43,9 @@ ACME_WEBROOT = PurePosixPath("/var/www/certbot")
 
 DEFAULT_CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
 SERVICE_PORT = 8000
+# Docker's embedded DNS, in every container on a user-defined network (the stack's networks):
+# it answers the stack's own names and forwards the rest to the host's resolvers.
+DOCKER_DNS = "127.0.0.11"
 
 RouteKind = Literal["auth", "api", "websocket"]
 ApplyAction = Literal["none", "reload", "restart"]
@@ -86,6 +89,8 @@ class NginxSettings:
     """What varies between environments and releases. Validated on construction, so an instance
     always renders a configuration nginx accepts."""
 
+    # The names nginx answers for; any other name (or none) is refused by the default servers.
+    # The first is the canonical one: plain HTTP redirects there.
     server_names: tuple[str, ...]
     # Ports nginx listens on inside the container.
     http_port: int = 80
@@ -109,7 +114,11 @@ class NginxSettings:
     worker_connections: int = 1024
     # nginx's resolver, Docker's embedded DNS (127.0.0.11) in the stack. nginx 1.22 still resolves
     # upstream servers once per (re)load: a reload after containers change is what moves traffic.
+    # None: no resolver, unless OCSP stapling needs one (then DOCKER_DNS).
     resolver: str | None = None
+    # The certificate names an OCSP responder (tls.ocsp_url): nginx staples its answer. Off for
+    # a certificate without one (the local CA's), where nginx would only warn.
+    ocsp_stapling: bool = False
     # Swarm: a service's tasks come and go by themselves, with no reload to follow them. Each
     # proxied location then resolves its one server name through `resolver` at request time
     # (valid 1 s) and balances over every address it returns (the tasks, with endpoint_mode
@@ -142,7 +151,9 @@ _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
 _SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 _ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-_RESOLVER = re.compile(r"^[A-Za-z0-9.:\[\]_-]+( [A-Za-z0-9.:\[\]_-]+)*$")
+_PORT = r"(:[0-9]{1,5})?"
+_RESOLVER_HOST = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)" + _PORT + "$")
+_RESOLVER_V6 = re.compile(r"^\[(?P<host>[0-9A-Fa-f:.]+)\]" + _PORT + "$")
 # Characters that would end or escape the double-quoted add_header value, or interpolate.
 _UNSAFE_HEADER_CHARS = frozenset('"\\$\n\r')
 
@@ -169,12 +180,37 @@ def split_server(server: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_resolver(resolver: str) -> None:
+    """Addresses (IPv4, [IPv6] or a name, each with an optional :port) separated by one space;
+    a public address is refused: its answers could be spoofed on the way."""
+    for address in resolver.split(" "):
+        match = _RESOLVER_V6.match(address) or _RESOLVER_HOST.match(address)
+        if not match:
+            _fail(f"resolver {resolver!r} is not a list of addresses (e.g. {DOCKER_DNS})")
+        try:
+            ip = ipaddress.ip_address(match.group("host"))
+        except ValueError:
+            continue
+        if ip.is_global:
+            _fail(
+                f"resolver {address!r} is a public address: use a resolver on this host or its "
+                f"private network (e.g. Docker's {DOCKER_DNS})"
+            )
+
+
 def _validate(s: NginxSettings) -> None:
     if not s.server_names:
         _fail("server_names is empty: give at least one host name (e.g. localhost)")
     for name in s.server_names:
         if not _SERVER_NAME.match(name):
             _fail(f"server name {name!r} is not a host name")
+    if s.server_names[0].startswith("*.") or s.server_names[0] == "_":
+        _fail(
+            f"the first server name {s.server_names[0]!r} is where plain HTTP redirects to: "
+            "put a real host name first"
+        )
+    if len(set(s.server_names)) != len(s.server_names):
+        _fail(f"server_names lists a name twice: {list(s.server_names)}")
     for label, port in (
         ("http_port", s.http_port),
         ("https_port", s.https_port),
@@ -231,8 +267,8 @@ def _validate(s: NginxSettings) -> None:
         _fail(f"client_max_body_size={s.client_max_body_size!r} is not a size such as 1m")
     if not s.csp.strip() or _UNSAFE_HEADER_CHARS & set(s.csp):
         _fail("csp is empty or holds a double quote, backslash, $ or line break")
-    if s.resolver is not None and not _RESOLVER.match(s.resolver):
-        _fail(f"resolver {s.resolver!r} is not a list of addresses")
+    if s.resolver is not None:
+        _check_resolver(s.resolver)
 
 
 def upstream_hosts(settings: NginxSettings) -> tuple[str, ...]:
@@ -247,6 +283,14 @@ def upstream_hosts(settings: NginxSettings) -> tuple[str, ...]:
             except ValueError:
                 hosts.add(host)
     return tuple(sorted(hosts))
+
+
+def effective_resolver(settings: NginxSettings) -> str | None:
+    """The resolver nginx is given: the one set, else Docker's DNS when OCSP stapling has to
+    resolve the responder's name, else none."""
+    if settings.resolver is not None:
+        return settings.resolver
+    return DOCKER_DNS if settings.ocsp_stapling else None
 
 
 def _environment(templates_dir: Path) -> jinja2.Environment:
@@ -271,7 +315,9 @@ def render_nginx(settings: NginxSettings, templates_dir: Path = TEMPLATES_DIR) -
         "s": settings,
         "upstreams": sorted(settings.upstreams.items()),
         "routes": settings.routes,
-        "https_redirect": f"https://$host{port_suffix}$request_uri",
+        # The configured name, never $host: nothing the client sends but the path comes back.
+        "https_redirect": f"https://{settings.server_names[0]}{port_suffix}$request_uri",
+        "resolver": effective_resolver(settings),
         "conf_dir": str(CONF_DIR),
         "tls_dir": str(TLS_DIR),
         "acme_webroot": str(ACME_WEBROOT),

@@ -8,6 +8,9 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
 from deploysuite.core.commands import Argv, compose
 
 CERT = "fullchain.pem"
@@ -88,6 +91,24 @@ def parse_enddate(text: str) -> dt.datetime:
 
 def needs_renewal(not_after: dt.datetime, now: dt.datetime) -> bool:
     return not_after - now < RENEW_BEFORE
+
+
+def ocsp_url(pem: bytes) -> str | None:
+    """The OCSP responder URL in the Authority Information Access of the first certificate of
+    a PEM chain (the leaf of fullchain.pem); None when it names none, as the local CA's leaf
+    and, since 2025, Let's Encrypt's certificates."""
+    leaf = x509.load_pem_x509_certificates(pem)[0]
+    try:
+        access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return None
+    for description in access:
+        location = description.access_location
+        if description.access_method == AuthorityInformationAccessOID.OCSP and isinstance(
+            location, x509.UniformResourceIdentifier
+        ):
+            return location.value
+    return None
 
 
 def certbot_issue_argv(

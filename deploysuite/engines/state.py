@@ -142,10 +142,14 @@ def require_images(state: StackState, env_name: str) -> None:
 
 
 def port_url(published: str) -> str:
-    """`127.0.0.1:8443->443` -> `https://127.0.0.1:8443`: the scheme follows the container port."""
+    """`127.0.0.1:8443->443` -> `https://localhost:8443`: the scheme follows the container port;
+    nginx answers HTTPS only for its server names (the local stack's is localhost), never for an
+    address, so a loopback HTTPS port is shown by that name."""
     host_port, _, target = published.partition("->")
-    scheme = "https" if target == "443" else "http"
-    return f"{scheme}://" + host_port.replace("0.0.0.0", "127.0.0.1")
+    host_port = host_port.replace("0.0.0.0", "127.0.0.1")
+    if target == "443":
+        return "https://" + host_port.replace("127.0.0.1:", "localhost:")
+    return "http://" + host_port
 
 
 def status_rows(state: StackState) -> list[dict[str, str]]:

@@ -1,5 +1,6 @@
 """The rendered nginx configuration in the real nginx image: `nginx -t`, gixy's analysis of what
-nginx actually loads (`nginx -T`), and a served stack checked from 127.0.0.1 over TLS.
+nginx actually loads (`nginx -T`), and a served stack checked from 127.0.0.1 over TLS: as
+`localhost` (a server name) it answers, as any other name (or none) it refuses.
 
 Every container and network is named with a random suffix and removed afterwards.
 """
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+import yaml
+from conftest import REPO, free_port
 
+from deploysuite.edge import tls
 from deploysuite.edge.nginx import (
     DEFAULT_UPSTREAMS,
+    DOCKER_DNS,
     SERVICES,
     NginxSettings,
     apply_action,
@@ -35,6 +39,7 @@ from deploysuite.edge.nginx import (
     write_rendered,
 )
 from deploysuite.images.recipes import base_image_ref
+from tests.unit.certs import Chain, issue_chain, key_pem, pem
 
 pytestmark = pytest.mark.integration
 
@@ -97,32 +102,74 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tls
 
 
+# The OCSP responder of the stapling test, inside nginx's own container.
+OCSP_PORT = 2560
+
+
+@pytest.fixture(scope="module")
+def ocsp_chain() -> Chain:
+    """localhost's certificate from a test CA, naming an OCSP responder on 127.0.0.1."""
+    return issue_chain(("localhost",), ocsp=f"http://127.0.0.1:{OCSP_PORT}/")
+
+
+@pytest.fixture(scope="module")
+def ocsp_tls_dir(tmp_path_factory, tls_dir, ocsp_chain) -> Path:
+    """nginx's TLS folder with that certificate: fullchain.pem holds the leaf and its issuer."""
+    folder = tmp_path_factory.mktemp("tls-ocsp")
+    (folder / "fullchain.pem").write_bytes(ocsp_chain.fullchain_pem)
+    (folder / "privkey.pem").write_bytes(ocsp_chain.leaf_key_pem)
+    (folder / "dhparam.pem").write_bytes((tls_dir / "dhparam.pem").read_bytes())
+    for path in folder.iterdir():
+        path.chmod(0o644)  # the test's material, read by nginx's workers
+    return folder
+
+
 DEFAULTS = NginxSettings(server_names=("localhost",))
+STAPLING = NginxSettings(server_names=("localhost",), ocsp_stapling=True)
 
 
 # --- nginx -t -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "settings",
+    ("settings", "ocsp"),
     [
-        DEFAULTS,
-        NginxSettings(
-            server_names=("chat.example.com", "www.chat.example.com"),
-            public_https_port=8443,
-            upstreams={**DEFAULT_UPSTREAMS, "chat": ("chat-blue:8000", "chat-green:8000")},
-            resolver="127.0.0.11",
+        (DEFAULTS, False),
+        (
+            NginxSettings(
+                server_names=("chat.example.com", "www.chat.example.com"),
+                public_https_port=8443,
+                upstreams={**DEFAULT_UPSTREAMS, "chat": ("chat-blue:8000", "chat-green:8000")},
+                resolver="127.0.0.11",
+            ),
+            False,
         ),
+        (STAPLING, True),
     ],
-    ids=["defaults", "rolling-deploy"],
+    ids=["defaults", "rolling-deploy", "ocsp-stapling"],
 )
-def test_nginx_accepts_the_rendered_config(base_images, tls_dir, tmp_path, settings):
+def test_nginx_accepts_the_rendered_config(
+    base_images, tls_dir, ocsp_tls_dir, tmp_path, settings, ocsp
+):
+    # Without a warning: the stapling lines are there exactly when the certificate names a
+    # responder, which is what nginx wants.
+    certs = ocsp_tls_dir if ocsp else tls_dir
+    assert (tls.ocsp_url((certs / "fullchain.pem").read_bytes()) is not None) == ocsp
     rendered = render_to(tmp_path / "nginx", settings)
-    argv = nginx_test_argv(NGINX_IMAGE, rendered, tls_dir, upstream_hosts(settings))
+    argv = nginx_test_argv(NGINX_IMAGE, rendered, certs, upstream_hosts(settings))
     result = run(argv)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
     assert "[emerg]" not in result.stderr and "[warn]" not in result.stderr
+
+
+def test_stapling_without_a_responder_url_is_what_nginx_warns_about(base_images, tls_dir, tmp_path):
+    # Why stapling follows the certificate: the local CA's kind of certificate names no
+    # responder, and nginx would warn on every load.
+    rendered = render_to(tmp_path / "nginx", STAPLING)
+    result = run(nginx_test_argv(NGINX_IMAGE, rendered, tls_dir, upstream_hosts(STAPLING)))
+    assert result.returncode == 0, result.stderr
+    assert '"ssl_stapling" ignored, no OCSP responder URL in the certificate' in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -134,7 +181,7 @@ def test_nginx_accepts_the_rendered_config(base_images, tls_dir, tmp_path, setti
             'zero size shared memory zone "nowhere"',
         ),
         (
-            {"conf.d/20-servers.conf": ("ssl_session_tickets off;", "ssl_session_tickets off")},
+            {"conf.d/20-servers.conf": ("ssl_reject_handshake on;", "ssl_reject_handshake on")},
             None,
             "/etc/nginx/conf.d/20-servers.conf",
         ),
@@ -181,6 +228,19 @@ def test_gixy_finds_nothing_with_address_upstreams(base_images, tls_dir, tmp_pat
         upstreams={name: (f"10.1.0.{i}:8000",) for i, name in enumerate(SERVICES, 2)},
     )
     dump = nginx_dump(tls_dir, render_to(tmp_path / "nginx", settings), settings)
+    assert gixy_issues(dump) == []
+
+
+def test_gixy_finds_nothing_with_ocsp_stapling(base_images, ocsp_tls_dir, tmp_path):
+    # ssl_stapling needs a resolver in scope (gixy's ssl_stapling_without_resolver) and that one
+    # must not be a public server (resolver_external): Docker's DNS.
+    settings = NginxSettings(
+        server_names=("localhost",),
+        upstreams={name: (f"10.1.0.{i}:8000",) for i, name in enumerate(SERVICES, 2)},
+        ocsp_stapling=True,
+    )
+    dump = nginx_dump(ocsp_tls_dir, render_to(tmp_path / "nginx", settings), settings)
+    assert f"resolver {DOCKER_DNS} " in dump and "ssl_stapling on;" in dump
     assert gixy_issues(dump) == []
 
 
@@ -243,11 +303,13 @@ class Stack:
     docroot: Path
     containers: list[str]
 
-    def https(self) -> http.client.HTTPSConnection:
+    def https(self, name: str = "localhost") -> http.client.HTTPSConnection:
+        """To the published port as `name`, its SNI and Host (localhost resolves to 127.0.0.1)."""
         context = ssl.create_default_context(cafile=str(self.tls_dir / "fullchain.pem"))
-        return http.client.HTTPSConnection(
-            "127.0.0.1", self.https_port, context=context, timeout=10
-        )
+        return http.client.HTTPSConnection(name, self.https_port, context=context, timeout=10)
+
+    def http(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
 
     def get(self, path: str, headers: dict[str, str] | None = None):
         connection = self.https()
@@ -294,6 +356,10 @@ def wait_for_health(stack: Stack, timeout: float = 30) -> None:
         time.sleep(0.3)
 
 
+# The canonical name first; the second one is configured too, but is never a redirect target.
+SERVER_NAMES = ("localhost", "chat.localhost")
+
+
 @pytest.fixture(scope="module")
 def stack(base_images, tls_dir, tmp_path_factory) -> Iterator[Stack]:
     suffix = secrets.token_hex(4)
@@ -306,7 +372,7 @@ def stack(base_images, tls_dir, tmp_path_factory) -> Iterator[Stack]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
     http_port, https_port = free_port(), free_port()
-    settings = NginxSettings(server_names=("localhost",), public_https_port=https_port)
+    settings = NginxSettings(server_names=SERVER_NAMES, public_https_port=https_port)
     stack = Stack(
         suffix=suffix,
         network=f"nginx-it-{suffix}",
@@ -348,24 +414,97 @@ def test_https_health_is_nginx_itself(stack):
     assert headers["Server"] == "nginx"  # no version
 
 
-def test_http_redirects_to_the_public_https_port(stack):
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
+def http_get(stack: Stack, path: str, headers: dict[str, str]):
+    connection = stack.http()
     try:
-        connection.request("GET", "/api/chat/hello?room=1")
+        connection.request("GET", path, headers=headers)
         response = connection.getresponse()
-        response.read()
+        return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
-    assert response.status == 301
-    assert response.getheader("Location") == (
-        f"https://127.0.0.1:{stack.https_port}/api/chat/hello?room=1"
+
+
+@pytest.mark.parametrize("host", ["localhost", "chat.localhost", "LOCALHOST:80"])
+def test_http_redirects_to_the_first_server_name_and_public_https_port(stack, host):
+    # Whatever configured name the request gives, and whatever else it sends about hosts, the
+    # redirect names the canonical one: only the path comes from the request.
+    status, headers, _ = http_get(
+        stack,
+        "/api/chat/hello?room=1",
+        {"Host": host, "X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"},
     )
+    assert status == 301
+    assert headers["Location"] == f"https://localhost:{stack.https_port}/api/chat/hello?room=1"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1", "localhost.evil.example"])
+def test_http_with_an_unknown_host_gets_no_answer(stack, host):
+    # 444: nginx closes the connection without a status line (curl: exit 52, empty reply).
+    with pytest.raises(http.client.RemoteDisconnected):
+        http_get(stack, "/api/chat/hello", {"Host": host})
+    with pytest.raises(http.client.RemoteDisconnected):
+        http_get(stack, "/.well-known/acme-challenge/token-1", {"Host": host})
+
+
+def tls_connect(port: int, server_name: str | None) -> ssl.SSLSocket:
+    """A TLS handshake with 127.0.0.1:port sending server_name as SNI (None: no SNI, as a
+    client that connects by address does)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        return context.wrap_socket(raw, server_hostname=server_name)
+    except BaseException:
+        raw.close()
+        raise
+
+
+@pytest.mark.parametrize("server_name", ["evil.example", None], ids=["unknown-sni", "no-sni"])
+def test_https_handshake_for_an_unknown_name_is_refused(stack, server_name):
+    with pytest.raises(ssl.SSLError) as refused:
+        tls_connect(stack.https_port, server_name)
+    # The server's unrecognized_name alert, before any certificate was sent.
+    assert "unrecognized name" in str(refused.value).lower()
+
+
+def test_https_handshake_for_a_server_name_shows_its_certificate(stack):
+    with tls_connect(stack.https_port, "localhost") as connection:
+        cert = connection.getpeercert(binary_form=True)
+    assert cert == ssl.PEM_cert_to_DER_cert((stack.tls_dir / "fullchain.pem").read_text())
+
+
+def test_https_request_for_another_host_is_misdirected(stack):
+    # The handshake was for localhost; the request names another host: 421, and nothing of the
+    # name it gave comes back.
+    connection = stack.https()
+    try:
+        connection.request("GET", "/api/chat/hello", headers={"Host": "evil.example"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 421
+    assert b"evil.example" not in body
+    assert not [v for _, v in response.getheaders() if "evil.example" in v]
+
+
+def test_the_compose_healthcheck_passes_inside_the_container(stack):
+    # It asks https://127.0.0.1/health with no server name: the container's own loopback is the
+    # named server's, while the same request from outside is refused (above).
+    compose = yaml.safe_load((REPO / "docker-compose.prod.yml").read_text())
+    test = compose["services"]["nginx"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    result = run(["docker", "exec", stack.nginx, *test[1:]], timeout=30)
+    assert result.returncode == 0, result.stderr
 
 
 def test_acme_challenge_is_served_over_http(stack):
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
+    connection = stack.http()
     try:
-        connection.request("GET", "/.well-known/acme-challenge/token-1")
+        connection.request(
+            "GET", "/.well-known/acme-challenge/token-1", headers={"Host": "localhost"}
+        )
         response = connection.getresponse()
         body = response.read()
     finally:
@@ -409,7 +548,7 @@ RSA_TLS12_CIPHERS = {
 }
 
 
-def handshake(port: int, version: ssl.TLSVersion) -> ssl.SSLSocket:
+def handshake(port: int, version: ssl.TLSVersion, server_name: str = "localhost") -> ssl.SSLSocket:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -419,7 +558,7 @@ def handshake(port: int, version: ssl.TLSVersion) -> ssl.SSLSocket:
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        return context.wrap_socket(raw)
+        return context.wrap_socket(raw, server_hostname=server_name)
     except BaseException:
         raw.close()
         raise
@@ -427,9 +566,12 @@ def handshake(port: int, version: ssl.TLSVersion) -> ssl.SSLSocket:
 
 # Python warns that TLS 1.1 is deprecated: offering it is the point of this test.
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
-def test_tls_1_1_is_refused_by_the_server(stack):
+@pytest.mark.parametrize("server_name", ["localhost", "evil.example"])
+def test_tls_1_1_is_refused_by_the_server(stack, server_name):
+    # The protocol is settled before the server name selects a server: the default server's
+    # protocols must be the named server's.
     with pytest.raises(ssl.SSLError) as refused:
-        handshake(stack.https_port, ssl.TLSVersion.TLSv1_1)
+        handshake(stack.https_port, ssl.TLSVersion.TLSv1_1, server_name)
     # An alert from the server ("tlsv1 alert protocol version"), not a local refusal to try.
     assert "alert protocol version" in str(refused.value).lower()
 
@@ -469,6 +611,27 @@ def test_access_log_is_json_without_the_query_string(stack):
     assert len(entry["request_id"]) == 32
 
 
+def test_refused_requests_stay_out_of_the_access_log(stack):
+    # The access log is the stack's own traffic (the bake window's error share per service):
+    # requests for other names are not in it, while the next request for localhost is.
+    with pytest.raises(http.client.RemoteDisconnected):
+        http_get(stack, "/api/chat/hello", {"Host": "evil.example", "User-Agent": "refused-it"})
+    connection = stack.https()
+    try:
+        connection.request(
+            "GET", "/api/chat/hello", headers={"Host": "evil.example", "User-Agent": "refused-it"}
+        )
+        assert connection.getresponse().status == 421
+    finally:
+        connection.close()
+    assert stack.get("/api/chat/hello", {"User-Agent": "after-refused-it"})[0] == 200
+    deadline = time.monotonic() + 5
+    while "after-refused-it" not in (logs := run(["docker", "logs", stack.nginx])).stdout:
+        assert time.monotonic() < deadline, logs.stdout[-2000:]
+        time.sleep(0.2)
+    assert "refused-it" not in logs.stdout.replace("after-refused-it", "")
+
+
 def test_auth_burst_is_rate_limited(stack):
     connection = stack.https()
     statuses = []
@@ -498,7 +661,7 @@ def test_reload_moves_traffic_to_new_upstream_servers(stack, tmp_path):
     green = f"nginx-it-{stack.suffix}-green"
     stack.start_upstream(green, ["chat-green"], make_docroot(tmp_path / "green", "green"))
     settings = NginxSettings(
-        server_names=("localhost",),
+        server_names=SERVER_NAMES,
         public_https_port=stack.https_port,
         upstreams={**DEFAULT_UPSTREAMS, "chat": ("chat-green:8000",)},
     )
@@ -513,3 +676,71 @@ def test_reload_moves_traffic_to_new_upstream_servers(stack, tmp_path):
         time.sleep(0.2)
     assert stack.get("/api/auth/x")[2] in (b"blue", b'{"error":"too many requests"}')
     assert stack.get("/health")[0] == 200
+
+
+# --- OCSP stapling --------------------------------------------------------------------------
+
+
+def test_the_responders_answer_is_stapled(base_images, ocsp_chain, ocsp_tls_dir, tmp_path):
+    """The certificate names a responder (openssl ocsp, on 127.0.0.1 in nginx's own container):
+    nginx fetches its answer, verifies it against the chain it serves, and staples it."""
+    ocsp = tmp_path / "ocsp"
+    ocsp.mkdir()
+    (ocsp / "ca.pem").write_bytes(pem(ocsp_chain.ca))
+    (ocsp / "ca-key.pem").write_bytes(key_pem(ocsp_chain.ca_key))
+    (ocsp / "leaf.pem").write_bytes(pem(ocsp_chain.leaf))
+    expiry = ocsp_chain.leaf.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+    serial = f"{ocsp_chain.leaf.serial_number:X}"
+    (ocsp / "index.txt").write_text(f"V\t{expiry}\t\t{serial}\tunknown\t/CN=localhost\n")
+    for path in [ocsp, *ocsp.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    settings = NginxSettings(
+        server_names=("localhost",),
+        upstreams={name: ("127.0.0.1:8000",) for name in SERVICES},
+        ocsp_stapling=True,
+    )
+    rendered = render_to(tmp_path / "nginx", settings)
+    name, port = f"nginx-it-{secrets.token_hex(4)}-ocsp", free_port()
+    try:
+        must(
+            [
+                "docker", "run", "--detach", "--name", name, "--label", LABEL,
+                "--publish", f"127.0.0.1:{port}:443", "--volume", f"{ocsp}:/ocsp:ro",
+                *nginx_volume_args(rendered, ocsp_tls_dir),
+                NGINX_IMAGE,
+            ]
+        )  # fmt: skip
+        must(
+            [
+                "docker", "exec", "--detach", name, "openssl", "ocsp", "-port", str(OCSP_PORT),
+                "-index", "/ocsp/index.txt", "-CA", "/ocsp/ca.pem",
+                "-rsigner", "/ocsp/ca.pem", "-rkey", "/ocsp/ca-key.pem",
+            ]
+        )  # fmt: skip
+        # The responder must answer before the first handshake: nginx fetches then, and after a
+        # failed fetch it waits five minutes. Asked with a real request (a bare connection
+        # would hold the single-threaded responder).
+        ask = [
+            "openssl", "ocsp", "-issuer", "/ocsp/ca.pem", "-cert", "/ocsp/leaf.pem",
+            "-CAfile", "/ocsp/ca.pem", "-url", f"http://127.0.0.1:{OCSP_PORT}/", "-timeout", "2",
+        ]  # fmt: skip
+        deadline = time.monotonic() + 20
+        while "/ocsp/leaf.pem: good" not in run(["docker", "exec", name, *ask], timeout=10).stdout:
+            assert time.monotonic() < deadline, "openssl ocsp did not answer"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while True:
+            result = run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                 "-servername", "localhost", "-status"],
+                stdin="", timeout=10,
+            )  # fmt: skip
+            if "OCSP Response Status: successful" in result.stdout:
+                break
+            if time.monotonic() > deadline:
+                logs = run(["docker", "logs", name])
+                pytest.fail(f"no stapled OCSP answer:\n{result.stdout[-1500:]}\n{logs.stderr}")
+            time.sleep(0.5)
+        assert "Cert Status: good" in result.stdout
+    finally:
+        run(["docker", "rm", "--force", "--volumes", name])

@@ -86,7 +86,7 @@ def test_plan_ignores_images_it_cannot_resolve():
 def test_port_url_scheme_follows_the_container_port():
     from deploysuite.engines.state import port_url
 
-    assert port_url("127.0.0.1:8443->443") == "https://127.0.0.1:8443"
+    assert port_url("127.0.0.1:8443->443") == "https://localhost:8443"
     assert port_url("0.0.0.0:8080->80") == "http://127.0.0.1:8080"
 
 

@@ -12,6 +12,7 @@ from crossplane.analyzer import DIRECTIVES
 
 from deploysuite.edge.nginx import (
     DEFAULT_UPSTREAMS,
+    DOCKER_DNS,
     NginxSettings,
     NginxSettingsError,
     Route,
@@ -24,6 +25,7 @@ from deploysuite.edge.nginx import (
     write_rendered,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 SERVERS = "conf.d/20-servers.conf"
 UPSTREAMS = "conf.d/10-upstreams.conf"
 HTTP = "conf.d/00-http.conf"
@@ -54,6 +56,44 @@ def server_blocks(text: str) -> list[str]:
     return re.findall(r"^server \{\n(.*?)^\}", text, flags=re.S | re.M)
 
 
+def directives(text: str) -> list[str]:
+    """lines() without the comments."""
+    return [line for line in lines(text) if not line.startswith("#")]
+
+
+def listen_args(server: str) -> list[list[str]]:
+    """The arguments of each `listen`, without the semicolon."""
+    return [
+        line.removesuffix(";").split()[1:] for line in lines(server) if line.startswith("listen ")
+    ]
+
+
+def listen_ports(server: str) -> list[str]:
+    """The port of each `listen`: "443" for both `listen 443 ...` and `listen 127.0.0.1:443`."""
+    return [args[0].rpartition(":")[2] for args in listen_args(server)]
+
+
+def named_server(files: dict[str, str], port: int) -> str:
+    """The one server with a server_name that listens on port."""
+    (found,) = [
+        server
+        for server in server_blocks(files[SERVERS])
+        if str(port) in listen_ports(server)
+        and any(line.startswith("server_name ") for line in lines(server))
+    ]
+    return found
+
+
+def default_servers(files: dict[str, str]) -> dict[str, list[str]]:
+    """port -> the servers whose listen on it says default_server."""
+    found: dict[str, list[str]] = {}
+    for server in server_blocks(files[SERVERS]):
+        for args in listen_args(server):
+            if "default_server" in args:
+                found.setdefault(args[0], []).append(server)
+    return found
+
+
 def locations(server: str) -> dict[str, str]:
     """`location` argument (e.g. "= /ws", "/api/auth/", "@error_429") -> body of the block."""
     found = re.findall(r"^    location (.+?) \{\n(.*?)^    \}", server, flags=re.S | re.M)
@@ -61,7 +101,7 @@ def locations(server: str) -> dict[str, str]:
 
 
 def https_locations(files: dict[str, str]) -> dict[str, str]:
-    return locations(server_blocks(files[SERVERS])[1])
+    return locations(named_server(files, 443))
 
 
 def test_rendered_tree(files):
@@ -76,28 +116,78 @@ def test_rendered_tree(files):
     assert "include /etc/nginx/conf.d/*.conf;" in lines(files["nginx.conf"])
 
 
-def test_tls_is_mozilla_intermediate(files):
-    https = lines(server_blocks(files[SERVERS])[1])
-    assert [line for line in https if line.startswith("ssl_protocols")] == [
+def test_tls_is_mozilla_intermediate_for_every_server(files):
+    # At http level: the default server's protocols are the ones OpenSSL negotiates with, before
+    # the server name selects the named server. No server sets its own.
+    http = lines(files[HTTP])
+    assert [line for line in http if line.startswith("ssl_protocols")] == [
         "ssl_protocols TLSv1.2 TLSv1.3;"
     ]
-    assert f"ssl_ciphers {MOZILLA_INTERMEDIATE_CIPHERS};" in https
+    assert f"ssl_ciphers {MOZILLA_INTERMEDIATE_CIPHERS};" in http
     for directive in (
         "ssl_prefer_server_ciphers off;",
         "ssl_session_timeout 1d;",
         "ssl_session_cache shared:SSL:10m;",
         "ssl_session_tickets off;",
         "ssl_dhparam /etc/nginx/tls/dhparam.pem;",
-        "ssl_certificate /etc/nginx/tls/fullchain.pem;",
-        "ssl_certificate_key /etc/nginx/tls/privkey.pem;",
     ):
-        assert directive in https
+        assert directive in http
+    servers = lines(files[SERVERS])
+    assert not [line for line in servers if line.startswith(("ssl_protocols", "ssl_ciphers"))]
+    https = lines(named_server(files, 443))
+    assert "ssl_certificate /etc/nginx/tls/fullchain.pem;" in https
+    assert "ssl_certificate_key /etc/nginx/tls/privkey.pem;" in https
 
 
 def test_https_listens_with_http2_in_nginx_1_22_syntax(files):
-    https = lines(server_blocks(files[SERVERS])[1])
-    assert "listen 443 ssl http2 default_server;" in https
+    https = lines(named_server(files, 443))
+    assert "listen 443 ssl http2;" in https
     assert "server_name chat.example.com;" in https
+
+
+def test_each_port_has_one_default_server_that_serves_nothing(files):
+    defaults = default_servers(files)
+    assert sorted(defaults) == ["443", "80"]
+    assert [len(servers) for servers in defaults.values()] == [1, 1]
+    (http,) = defaults["80"]
+    # No name, no content, nothing of the request comes back: the connection closes unanswered.
+    assert directives(http) == ["listen 80 default_server;", "access_log off;", "return 444;"]
+    (https,) = defaults["443"]
+    body = directives(https)
+    assert "listen 443 ssl http2 default_server;" in body
+    # Refused requests are not the services' traffic (the bake window reads the access log).
+    assert "access_log off;" in body
+    # The handshake fails before a certificate is shown: the server has none.
+    assert "ssl_reject_handshake on;" in body
+    assert not [line for line in body if line.startswith(("ssl_certificate", "server_name"))]
+    # A request reaches it only over a connection made for a configured name (SNI) that then
+    # names another host: 421, no content, no proxying.
+    assert set(locations(https)) == {"/"}
+    assert "return 421;" in lines(locations(https)["/"])
+    assert not [line for line in body if "proxy_pass" in line or "$host" in line]
+
+
+def test_named_servers_are_not_default_and_answer_only_their_names():
+    files = render_nginx(settings(server_names=("chat.example.com", "www.chat.example.com")))
+    for port in (80, 443):
+        server = lines(named_server(files, port))
+        assert "server_name chat.example.com www.chat.example.com;" in server
+        assert not [line for line in server if "default_server" in line], port
+    # The default servers have no name: they take every name that is not configured.
+    assert files[SERVERS].count("server_name ") == 2
+
+
+def test_the_containers_loopback_reaches_the_named_server(files):
+    """The compose healthcheck asks https://127.0.0.1/health from inside the container, with no
+    server name: on 127.0.0.1 the named server is the only one, so the catch-all (which refuses
+    a handshake without SNI) never sees it."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.prod.yml").read_text())
+    assert compose["services"]["nginx"]["healthcheck"]["test"][-1] == "https://127.0.0.1/health"
+    holders = [s for s in server_blocks(files[SERVERS]) if "listen 127.0.0.1:443 ssl http2;" in s]
+    assert holders == [named_server(files, 443)]
+    assert "= /health" in locations(holders[0])
 
 
 @pytest.mark.parametrize(
@@ -196,22 +286,36 @@ def test_proxy_headers(files):
         assert header in proxy
 
 
-def test_http_redirects_to_https_without_port_on_443(files):
-    http = locations(server_blocks(files[SERVERS])[0])
-    assert "return 301 https://$host$request_uri;" in lines(http["/"])
+def returns(text: str) -> list[str]:
+    return [line for line in lines(text) if line.startswith("return ")]
+
+
+def test_http_redirects_to_the_first_server_name_without_port_on_443():
+    files = render_nginx(settings(server_names=("chat.example.com", "www.chat.example.com")))
+    http = locations(named_server(files, 80))
+    assert returns(http["/"]) == ["return 301 https://chat.example.com$request_uri;"]
 
 
 def test_http_redirects_to_the_public_https_port():
     files = render_nginx(settings(public_https_port=8443))
-    http_server, https_server = server_blocks(files[SERVERS])
-    assert "return 301 https://$host:8443$request_uri;" in lines(locations(http_server)["/"])
+    http_server, https_server = named_server(files, 80), named_server(files, 443)
+    assert returns(locations(http_server)["/"]) == [
+        "return 301 https://chat.example.com:8443$request_uri;"
+    ]
     # Inside the container nginx still listens on 80 and 443.
-    assert "listen 80 default_server;" in lines(http_server)
-    assert "listen 443 ssl http2 default_server;" in lines(https_server)
+    assert "listen 80;" in lines(http_server)
+    assert "listen 443 ssl http2;" in lines(https_server)
+
+
+def test_no_answer_echoes_what_the_client_sent_as_its_host(files):
+    # $host, $http_host and $server_name follow the request's Host header; only the path
+    # ($request_uri) of a redirect comes from the request.
+    for line in returns(files[SERVERS]):
+        assert not re.search(r"\$(host|http_|server_name)", line), line
 
 
 def test_acme_challenge_is_served_over_http(files):
-    http = locations(server_blocks(files[SERVERS])[0])
+    http = locations(named_server(files, 80))
     acme = lines(http["^~ /.well-known/acme-challenge/"])
     assert "root /var/www/certbot;" in acme
     assert not any(line.startswith("return") for line in acme)
@@ -252,6 +356,8 @@ def test_security_headers_in_every_server_and_location(files):
     # A location with an add_header of its own loses the server's: each must include them all.
     counted = []
     for server in server_blocks(files[SERVERS]):
+        if returns(server) == ["return 444;"]:
+            continue  # closes the connection: sends no response at all
         assert HEADERS_INCLUDE in lines(server)
         found = locations(server)
         # Every location block was looked at, none slipped past the pattern.
@@ -259,7 +365,7 @@ def test_security_headers_in_every_server_and_location(files):
         for path, body in found.items():
             assert HEADERS_INCLUDE in lines(body), path
         counted.append(len(found))
-    assert counted == [2, 17]
+    assert counted == [1, 2, 17]
 
 
 def test_csp_and_hsts_follow_settings():
@@ -313,6 +419,55 @@ def test_resolver_only_when_set(files):
     assert "resolver 127.0.0.11 valid=10s ipv6=off;" in lines(rendered[HTTP])
 
 
+STAPLING = (
+    "ssl_stapling on;",
+    "ssl_stapling_verify on;",
+    "ssl_trusted_certificate /etc/nginx/tls/fullchain.pem;",
+)
+
+
+def stapling_lines(files: dict[str, str]) -> list[str]:
+    return [
+        line for line in lines(files[SERVERS]) if line.startswith(("ssl_stapling", "ssl_trusted"))
+    ]
+
+
+def test_stapling_and_its_resolver_follow_the_certificates_ocsp_url(tmp_path):
+    from deploysuite.deploy.local import nginx_settings
+    from tests.unit.certs import issue_chain
+    from tests.unit.envtree import config_in
+
+    config = config_in(
+        tmp_path, SERVER_NAMES="chat.example.com", PUBLIC_URL="https://chat.example.com"
+    )
+    with_ocsp = issue_chain(("chat.example.com",), ocsp="http://ocsp.example.net/")
+    without = issue_chain(("chat.example.com",), ca_issuers="http://ca.example.net/ca.der")
+
+    stapled = render_nginx(nginx_settings(config, with_ocsp.fullchain_pem))
+    assert stapling_lines(stapled) == list(STAPLING)
+    assert set(STAPLING) <= set(lines(named_server(stapled, 443)))
+    # The responder is a name: nginx resolves it through Docker's DNS, the stack's resolver.
+    assert f"resolver {DOCKER_DNS} valid=10s ipv6=off;" in lines(stapled[HTTP])
+
+    for plain in (
+        render_nginx(nginx_settings(config, without.fullchain_pem)),
+        render_nginx(nginx_settings(config)),  # no certificate at hand
+    ):
+        assert stapling_lines(plain) == []
+        assert "resolver" not in plain[HTTP]
+
+
+def test_stapling_uses_the_resolver_that_is_set():
+    files = render_nginx(settings(ocsp_stapling=True, resolver="10.0.0.2:5353 [fd00::53]"))
+    assert "resolver 10.0.0.2:5353 [fd00::53] valid=10s ipv6=off;" in lines(files[HTTP])
+    assert stapling_lines(files) == list(STAPLING)
+
+
+@pytest.mark.parametrize("resolver", ["127.0.0.11", "10.0.0.2 10.0.0.3", "[::1]:53", "dns:53"])
+def test_good_resolvers_are_accepted(resolver):
+    assert settings(resolver=resolver).resolver == resolver
+
+
 def test_output_is_deterministic():
     first = render_nginx(settings(upstreams={"chat": ("c:1",), "auth": ("a:1",)}, routes=()))
     second = render_nginx(settings(upstreams={"auth": ("a:1",), "chat": ("c:1",)}, routes=()))
@@ -360,7 +515,13 @@ def test_custom_route():
         ({"client_max_body_size": "1 MB"}, "client_max_body_size"),
         ({"csp": "default-src 'self'\"; add_header X 1"}, "csp is empty or holds"),
         ({"csp": "  "}, "csp is empty"),
-        ({"resolver": "127.0.0.11; evil"}, "resolver"),
+        ({"resolver": "127.0.0.11; evil"}, "is not a list of addresses"),
+        ({"resolver": "127.0.0.11  10.0.0.2"}, "is not a list of addresses"),
+        ({"resolver": "valid=1s"}, "is not a list of addresses"),
+        ({"resolver": "8.8.8.8"}, "resolver '8.8.8.8' is a public address"),
+        ({"resolver": "127.0.0.11 [2001:4860:4860::8888]:53"}, "is a public address"),
+        ({"server_names": ("*.example.com", "example.com")}, "put a real host name first"),
+        ({"server_names": ("a.example.com", "a.example.com")}, "lists a name twice"),
         ({"keepalive": 0}, "keepalive=0 is below 1"),
     ],
 )
@@ -376,6 +537,10 @@ def test_settings_error_is_a_config_error():
         settings(server_names=())
     assert isinstance(caught.value, NginxSettingsError)
     assert caught.value.one_line().startswith("error: nginx settings: server_names is empty")
+
+
+# Directives crossplane's table does not list yet; `nginx -t` in the integration tests loads them.
+NEWER_THAN_CROSSPLANE = {"ssl_reject_handshake"}  # nginx 1.19.4
 
 
 def test_crossplane_parses_the_rendered_tree(tmp_path, files):
@@ -397,7 +562,7 @@ def test_crossplane_parses_the_rendered_tree(tmp_path, files):
 
     def walk(block: list[dict]) -> None:
         for directive in block:
-            if directive["directive"] not in DIRECTIVES:
+            if directive["directive"] not in {*DIRECTIVES, *NEWER_THAN_CROSSPLANE}:
                 unknown.append(directive["directive"])
             if directive["directive"] not in ("map", "types"):
                 walk(directive.get("block", []))

@@ -1,7 +1,10 @@
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from deploysuite.edge import tls
+from tests.unit.certs import issue_chain, pem
 
 
 def test_local_ca_and_leaf_commands():
@@ -64,3 +67,31 @@ def test_certbot_runs_webroot_through_the_compose_service():
         "--non-interactive", "--keep-until-expiring",
         "-d", "chat.example.com", "-d", "www.example.com", "--staging",
     )  # fmt: skip
+
+
+def test_ocsp_url_is_the_leafs_responder():
+    chain = issue_chain(ocsp="http://ocsp.example.net/", ca_issuers="http://ca.example.net/ca.der")
+    assert tls.ocsp_url(chain.fullchain_pem) == "http://ocsp.example.net/"
+    # The leaf comes first in fullchain.pem: the issuer's own extensions play no part.
+    assert tls.ocsp_url(pem(chain.leaf)) == "http://ocsp.example.net/"
+
+
+@pytest.mark.parametrize(
+    "ca_issuers", [None, "http://ca.example.net/ca.der"], ids=["no-aia", "ca-issuers-only"]
+)
+def test_ocsp_url_is_none_without_a_responder(ca_issuers):
+    chain = issue_chain(ca_issuers=ca_issuers)
+    assert tls.ocsp_url(chain.fullchain_pem) is None
+
+
+def test_the_local_ca_leaf_names_no_ocsp_responder(tmp_path: Path):
+    # What a local stack serves: its nginx configuration must not ask for stapling.
+    import subprocess
+
+    for argv in (
+        tls.local_ca_argv(tmp_path),
+        tls.leaf_request_argv(tmp_path, ["localhost"]),
+        tls.leaf_sign_argv(tmp_path, "0a1b2c"),
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    assert tls.ocsp_url((tmp_path / tls.CERT).read_bytes()) is None
