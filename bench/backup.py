@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import REPO, row, write
+from common import REPO, median, row, stats, write
 
 sys.path.insert(0, str(REPO))
 from deploysuite.images.recipes import base_image_ref
@@ -144,15 +144,33 @@ def measured_inv(env: dict[str, str], *args: str) -> tuple[float, int, dict, int
     return float(lines[0]), int(lines[1]), json.loads(lines[3]), watch.peak
 
 
+def timed_row(
+    case: str, metric: str, ours: list[float], unit: str, baseline: str, base: list[float]
+) -> dict[str, object]:
+    """A row of medians with every run's min/median/max on both sides."""
+    entry = row(case, metric, median(ours), unit, baseline, median(base), len(ours))
+    entry["value_runs"], entry["baseline_runs"] = stats(ours), stats(base)
+    return entry
+
+
+def phase_seconds(doc: dict) -> dict[str, float]:
+    """Top-level phases of a --json result: title -> seconds."""
+    return {p["phase"]: p["seconds"] for p in doc.get("phases", []) if p.get("depth") == 0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("all", "backup", "restore"), default="all")
+    parser.add_argument("--name", default="backup", help="results file bench/results/NAME.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     s3 = S3Server(work, Path(sys.executable).parent / "moto_server")
     s3.wait()
     start_postgres()
-    rows = []
+    rows: list[dict[str, object]] = []
+    size = f"{args.size_mb / 1024:g} GiB"
     try:
         bucket = s3.new_bucket()
         env = {
@@ -164,62 +182,87 @@ def main() -> None:
         small = generate(SMALL, max(args.size_mb // 10, 50))
         mib = 1024 * 1024
         print(f"databases: {BIG} {big / mib:.0f} MiB, {SMALL} {small / mib:.0f} MiB")
-
-        raw_s, raw_bytes = timed_shell(dump(BIG, "-Z0"))
-        gzip_s, gzip_bytes = timed_shell(dump(BIG, "-Z0") + " | gzip -6")
-        zstd_s, _ = timed_shell(dump(BIG, "-Z0") + " | zstd -q -3 -T0 -c")  # ours, minus S3
-        ours_s, ours_rss, ours, ours_tmp = measured_inv(env, "backup", "--db", BIG)
-        record = ours["backups"][0]
-        _, small_rss, _, _ = measured_inv(env, "backup", "--db", SMALL)
-        raw_mb_s = big / mib / raw_s
-        print(f"raw pg_dump -Z0 {raw_s:.1f} s ({raw_mb_s:.0f} MiB/s of database), "
-              f"| zstd without S3 {zstd_s:.1f} s, "
-              f"gzip -6 {gzip_s:.1f} s -> {gzip_bytes / mib:.0f} MiB, "
-              f"ours {ours_s:.1f} s -> {record['size'] / mib:.0f} MiB, "
-              f"RSS {ours_rss / 1024:.0f} MiB (small db {small_rss / 1024:.0f} MiB), "
-              f"TMPDIR peak {ours_tmp} bytes")  # fmt: skip
-        base_raw = "raw pg_dump -Fc -Z0 > /dev/null"
-        base_gzip = "pg_dump -Fc | gzip -6"
-        rows += [
-            row("backup 1 GB: throughput", "database MiB/s", big / mib / ours_s, "MiB/s",
-                base_raw, raw_mb_s, 1),
-            row("backup 1 GB: throughput", "database MiB/s", big / mib / ours_s, "MiB/s",
-                base_gzip, big / mib / gzip_s, 1),
-            row("backup 1 GB: throughput", "database MiB/s", big / mib / ours_s, "MiB/s",
-                "pg_dump -Fc -Z0 | zstd -3 > /dev/null (ours without SHA-256 and S3)",
-                big / mib / zstd_s, 1),
-            row("backup 1 GB: compression", "bytes stored / raw dump bytes",
-                record["size"] / raw_bytes, "ratio", base_gzip, gzip_bytes / raw_bytes, 1),
-            row("backup: peak RSS of the process tree", f"at {args.size_mb} MiB",
-                ours_rss / 1024, "MiB", f"same at {max(args.size_mb // 10, 50)} MiB",
-                small_rss / 1024, 1),
-            row("backup: temporary disk", "peak bytes under TMPDIR", ours_tmp, "bytes",
-                "(goal) 0", 0, 1),
-        ]  # fmt: skip
-
-        # restore: raw pg_restore of the same object into a new database vs inv restore
-        obj = s3.client().get_object(Bucket=bucket, Key=record["object"])["Body"].read()
-        local = work / "object.dump.zst"
-        local.write_bytes(obj)
-        sql("CREATE DATABASE raw_restore")
-        started = time.perf_counter()
-        sh("bash", "-o", "pipefail", "-c",
-           f"zstd -dc {local} | docker exec -i {CONTAINER} pg_restore --exit-on-error "
-           f"--no-owner -U {USER} -d raw_restore")  # fmt: skip
-        raw_restore_s = time.perf_counter() - started
-        restore_s, _, restored, _ = measured_inv(
-            env, "restore", "--db", BIG, "--backup-id", record["backup_id"], "--yes"
-        )
-        print(f"restore: raw pg_restore {raw_restore_s:.1f} s, inv restore {restore_s:.1f} s "
-              "(verify, safety backup, restore aside, swap)")  # fmt: skip
-        rows.append(row("restore 1 GB", "wall time", restore_s, "s",
-                        "zstd -dc | pg_restore -d (same object, no verify, no safety backup)",
-                        raw_restore_s, 1))  # fmt: skip
-        assert restored["counts"]["events"] > 0
+        if args.only in ("all", "backup"):
+            rows += backup_rows(env, size, big, small, args)
+        rows += restore_rows(env, bucket, s3, work, size, args)
     finally:
         subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True, check=False)
         s3.stop()
-    print(write("backup", rows))
+    print(write(args.name, rows))
+
+
+def backup_rows(env: dict[str, str], size: str, big: int, small: int, args) -> list[dict]:
+    mib = 1024 * 1024
+    raw, gzip, zstd, ours, rss, tmp, stored, raw_bytes, gzip_bytes = ([] for _ in range(9))
+    for run in range(args.runs):  # side by side: each run times every variant once
+        raw_s, raw_b = timed_shell(dump(BIG, "-Z0"))
+        gzip_s, gzip_b = timed_shell(dump(BIG, "-Z0") + " | gzip -6")
+        zstd_s, _ = timed_shell(dump(BIG, "-Z0") + " | zstd -q -3 -T0 -c")  # ours, minus S3
+        ours_s, ours_rss, doc, ours_tmp = measured_inv(env, "backup", "--db", BIG)
+        raw.append(big / mib / raw_s)
+        gzip.append(big / mib / gzip_s)
+        zstd.append(big / mib / zstd_s)
+        ours.append(big / mib / ours_s)
+        rss.append(ours_rss / 1024)
+        tmp.append(ours_tmp)
+        stored.append(doc["backups"][0]["size"])
+        raw_bytes.append(raw_b)
+        gzip_bytes.append(gzip_b)
+        print(
+            f"run {run + 1}: raw {raw[-1]:.0f} MiB/s, gzip {gzip[-1]:.0f}, zstd {zstd[-1]:.0f}, "
+            f"ours {ours[-1]:.0f} MiB/s, RSS {rss[-1]:.0f} MiB, TMPDIR peak {ours_tmp} B"
+        )
+    _, small_rss, _, _ = measured_inv(env, "backup", "--db", SMALL)
+    case = f"backup {size}: throughput"
+    return [
+        timed_row(case, "database MiB/s", ours, "MiB/s", "raw pg_dump -Fc -Z0 > /dev/null", raw),
+        timed_row(case, "database MiB/s", ours, "MiB/s", "pg_dump -Fc | gzip -6", gzip),
+        timed_row(case, "database MiB/s", ours, "MiB/s",
+                  "pg_dump -Fc -Z0 | zstd -3 > /dev/null (ours without SHA-256 and S3)", zstd),
+        row(f"backup {size}: compression", "bytes stored / raw dump bytes",
+            median(stored) / median(raw_bytes), "ratio", "pg_dump -Fc | gzip -6",
+            median(gzip_bytes) / median(raw_bytes), args.runs),
+        timed_row("backup: peak RSS of the process tree", f"at {args.size_mb} MiB", rss, "MiB",
+                  f"same at {max(args.size_mb // 10, 50)} MiB", [small_rss / 1024]),
+        row("backup: temporary disk", "peak bytes under TMPDIR", max(tmp), "bytes",
+            "(goal) 0", 0, args.runs),
+    ]  # fmt: skip
+
+
+def restore_rows(env, bucket: str, s3, work: Path, size: str, args) -> list[dict]:
+    """Raw `zstd -dc | pg_restore -d` of the same object into a new database vs `inv restore`
+    (verify, restore aside, swap, restart, safety copy), side by side, each run."""
+    _, _, made, _ = measured_inv(env, "backup", "--db", BIG)
+    record = made["backups"][0]
+    local = work / "object.dump.zst"
+    local.write_bytes(s3.client().get_object(Bucket=bucket, Key=record["object"])["Body"].read())
+    raw, ours, serving, phases = [], [], [], []
+    for run in range(args.runs):
+        sql(f"DROP DATABASE IF EXISTS raw_restore_{run}")
+        sql(f"CREATE DATABASE raw_restore_{run}")
+        started = time.perf_counter()
+        sh("bash", "-o", "pipefail", "-c",
+           f"zstd -dc {local} | docker exec -i {CONTAINER} pg_restore --exit-on-error "
+           f"--no-owner -U {USER} -d raw_restore_{run}")  # fmt: skip
+        raw.append(time.perf_counter() - started)
+        sql(f"DROP DATABASE raw_restore_{run}")
+        seconds, _, doc, _ = measured_inv(
+            env, "restore", "--db", BIG, "--backup-id", record["backup_id"], "--yes"
+        )
+        assert doc["counts"]["events"] > 0
+        ours.append(seconds)
+        serving.append(float(doc.get("serving_seconds") or doc["seconds"]))
+        phases.append(phase_seconds(doc))
+        print(
+            f"run {run + 1}: raw pg_restore {raw[-1]:.1f} s, inv restore {ours[-1]:.1f} s "
+            f"(restored and serving after {serving[-1]:.1f} s); phases {phases[-1]}"
+        )
+    base = "zstd -dc | pg_restore -d (same object, no verify, no safety copy)"
+    whole = timed_row(f"restore {size}", "wall time", ours, "s", base, raw)
+    whole["phases"] = phases
+    rto = timed_row(f"restore {size}: until the restored database serves", "wall time",
+                    serving, "s", base, raw)  # fmt: skip
+    return [whole, rto]
 
 
 if __name__ == "__main__":

@@ -123,7 +123,10 @@ def restore(
     c, env="local", date="", db="", backup_id="", yes=False, dry_run=False, json=False,
     verbose=False, set_=None, keep_days=7, target_time="", from_="s3", local_dir="",
 ):  # fmt: skip
-    """Restore a database from S3: verify, safety backup, restore aside, verify, swap, restart."""
+    """Restore a database from S3: verify, restore aside, check, swap, restart, back up the old.
+
+    The previous database is kept on the server (renamed, untouched) and then backed up while
+    the restored one already serves."""
     s = session(env, dry_run=dry_run, json=json, verbose=verbose, overrides=set_ or [])
     if target_time:
         if date or backup_id:
@@ -157,12 +160,14 @@ def restore(
     s.events.result(
         [{"table": t, "rows": str(n)} for t, n in sorted(outcome.counts.items())],
         ["table", "rows"],
-        title=f"restored {name} of '{env}' from {record['backup_id']} in {outcome.seconds:.1f} s "
-        f"(schema {outcome.schema_version}; safety backup {outcome.safety_backup}; "
-        f"previous database kept as {outcome.kept_as})",
+        title=f"restored {name} of '{env}' from {record['backup_id']}: serving after "
+        f"{outcome.serving_seconds:.1f} s, {outcome.seconds:.1f} s in all (schema "
+        f"{outcome.schema_version}; previous database kept as {outcome.kept_as}; its backup "
+        f"{outcome.safety_backup or 'FAILED: ' + outcome.safety_error})",
         extra={"env": env, "database": name, "backup": record, "seconds": outcome.seconds,
-               "safety_backup": outcome.safety_backup, "kept_as": outcome.kept_as,
-               "counts": outcome.counts, "dry_run": dry_run},
+               "serving_seconds": outcome.serving_seconds,
+               "safety_backup": outcome.safety_backup, "safety_error": outcome.safety_error,
+               "kept_as": outcome.kept_as, "counts": outcome.counts, "dry_run": dry_run},
     )  # fmt: skip
 
 

@@ -90,10 +90,13 @@ def backup_database(
     kind: str = "scheduled",
     verify: Callable[[Any, str, dict[str, object]], None] | None = None,
     local_dir: Path | None = None,
+    source: str | None = None,
 ) -> dict[str, object]:
     """One database dumped into S3, its manifest last. With `verify`, the stored object is read
     back and checked before the manifest is written (it then says "verified": true). With
-    `local_dir`, a local copy of the same bytes is kept there too (localcopy)."""
+    `local_dir`, a local copy of the same bytes is kept there too (localcopy). `source`: the
+    database to dump when it is not `db` itself (a restore's kept previous copy of `db`)."""
+    source = source or db
     s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
     started = dt.datetime.now(dt.UTC)
     if not s.runner.dry_run:
@@ -107,16 +110,16 @@ def backup_database(
     client = pg.runner.run(Command(pg.exec_argv("pg_dump", "--version"), mutates=False)).stdout
     server = pg.sql("SHOW server_version_num")
     bk.check_versions(bk.major_version(client), bk.major_version(server))
-    size = int(pg.sql(f"SELECT pg_database_size({literal(db)})") or 0)
-    schema = int(pg.sql(SCHEMA_SQL, db) or 0)
+    size = int(pg.sql(f"SELECT pg_database_size({literal(source)})") or 0)
+    schema = int(pg.sql(SCHEMA_SQL, source) or 0)
     backup_id = bk.new_backup_id(started, db, "" if kind == "scheduled" else kind)
     keys = bk.keys_for(store.prefix, s.config.env, db, backup_id)
     if s.runner.dry_run:
-        s.events.command(f"[{pg.runner.host}] pg_dump -Fc {db} | zstd | s3 put {keys.data}",
+        s.events.command(f"[{pg.runner.host}] pg_dump -Fc {source} | zstd | s3 put {keys.data}",
                          run=False)  # fmt: skip
         return {"backup_id": backup_id, "database": db, "dry_run": True}
     with s.events.step(f"back up {db} ({bk.human_bytes(size)} in the server)"):
-        data = stream_to_s3(ctx, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, db),
+        data = stream_to_s3(ctx, pg.exec_argv("pg_dump", "-Fc", "-Z0", "-U", pg.user, source),
             keys.data, db, expected=size,
             copy_to=localcopy.data_path(local_dir, s.config.env, db, backup_id) if local_dir
             else None,
@@ -230,14 +233,18 @@ def dump_to_file(s: Session, pg: Postgres, db: str, path: Path) -> tuple[int, st
     return size, digest.hexdigest()
 
 
-def local_safety_backup(s: Session, pg: Postgres, db: str, local_dir: Path) -> dict[str, object]:
+def local_safety_backup(
+    s: Session, pg: Postgres, db: str, local_dir: Path, source: str | None = None
+) -> dict[str, object]:
+    """`source` (default `db`) dumped into `local_dir` as a pre-restore backup of `db`."""
+    source = source or db
     started = dt.datetime.now(dt.UTC)
     backup_id = bk.new_backup_id(started, db, "pre-restore")
     path = localcopy.data_path(local_dir, s.config.env, db, backup_id)
-    size, sha256 = dump_to_file(s, pg, db, path)
+    size, sha256 = dump_to_file(s, pg, source, path)
     record: dict[str, object] = {
         "backup_id": backup_id, "env": s.config.env, "database": db, "kind": "pre-restore",
-        "size": size, "sha256": sha256, "schema_version": int(pg.sql(SCHEMA_SQL, db) or 0),
+        "size": size, "sha256": sha256, "schema_version": int(pg.sql(SCHEMA_SQL, source) or 0),
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }  # fmt: skip

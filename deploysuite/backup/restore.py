@@ -127,11 +127,13 @@ def swap(pg: Postgres, db: str, restored: str, keep_as: str) -> None:
 class RestoreOutcome:
     database: str
     backup: Mapping[str, object]
-    safety_backup: str
+    safety_backup: str  # the backup id of the previous database's copy ("" if it failed)
     kept_as: str
     counts: dict[str, int]
     schema_version: int
     seconds: float
+    serving_seconds: float = 0.0  # until the restored database was in place and its owner ready
+    safety_error: str = ""
 
 
 def restore_database(
@@ -144,20 +146,21 @@ def restore_database(
 ) -> RestoreOutcome:
     """`record` restored into `db`; from its local copy (and with a local safety backup) when
     `local_dir` is given, else from S3."""
-    s, pg, store, s3 = ctx.s, ctx.pg, ctx.store, ctx.s3
+    s, store, s3 = ctx.s, ctx.store, ctx.s3
     started = time.monotonic()
     name = str(record["backup_id"])
     with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
         folder = Path(tmp)
-        with s.events.step(f"verify backup {name}: size, SHA-256, full read by pg_restore"):
+        with s.events.step(f"verify backup {name}: size and SHA-256"):
             if local_dir is not None:
                 path = localcopy.verified(record)
             else:
                 path = fetch_verified(s, store, s3, record, folder)
-            pg_restore_from(s, pg, path, ("-f", "/dev/null"), f"reading backup {name}")
         confirm(name)
         if s.runner.dry_run:
-            s.events.command(f"[local] restore {name} into {db} (safety backup first)", run=False)
+            s.events.command(f"[local] restore {name} into a new database, swap it in as {db} "
+                             "(the previous one kept), then back up the previous one",
+                             run=False)  # fmt: skip
             return RestoreOutcome(db, record, "", "", {}, 0, 0.0)
         return apply_restore(ctx, db, path, record, wait_timeout, started, local_dir)
 
@@ -171,25 +174,36 @@ def apply_restore(
     started: float,
     local_dir: Path | None = None,
 ) -> RestoreOutcome:
-    """A verified local dump (zstd) put in place of `db`: safety backup (into S3, or into
-    `local_dir` for a restore from a local copy), restore into a new database and check it, swap
-    the names in one transaction, restart the owner."""
+    """A verified local dump (zstd) put in place of `db`: restored into a new database (the full
+    read of the backup: an archive that does not restore leaves the live database untouched) and
+    checked, the names swapped in one transaction (the previous database is kept as it was: the
+    safety copy, at once), the owner restarted; then a backup of the kept database (into S3, or
+    into `local_dir` for a restore from a local copy), while the service already runs."""
     s, pg = ctx.s, ctx.pg
-    with s.events.step(f"safety backup of {db} as it is now"):
-        if local_dir is not None:
-            safety = local_safety_backup(s, pg, db, local_dir)
-        else:
-            safety = backup_database(ctx, db, kind="pre-restore")
     restored, keep_as = bk.restore_names(db, dt.datetime.now(dt.UTC))
-    with s.events.step(f"restore into a new database {restored}"):
+    with s.events.step(f"restore into a new database {restored} (the live {db} untouched)"):
         schema, counts = restore_into(s, pg, path, record, restored)
     for table, rows in sorted(counts.items()):
         s.events.info(f"  {table}: {rows} rows")
-    with s.events.step(f"swap {restored} in as {db} (the old one kept as {keep_as})"):
+    with s.events.step(f"swap {restored} in as {db} (the previous one kept as {keep_as})"):
         swap(pg, db, restored, keep_as)
     restart_owner(s, pg, db, wait_timeout)
-    return RestoreOutcome(db, record, str(safety["backup_id"]), keep_as, counts, schema,
-                          time.monotonic() - started)  # fmt: skip
+    serving = time.monotonic() - started
+    s.events.info(f"  {db} restored and serving after {serving:.1f} s")
+    safety, error = "", ""
+    try:
+        with s.events.step(f"safety backup of the previous {db} (database {keep_as})"):
+            if local_dir is not None:
+                safety = str(local_safety_backup(s, pg, db, local_dir, source=keep_as)["backup_id"])
+            else:
+                safety = str(backup_database(ctx, db, kind="pre-restore",
+                                             source=keep_as)["backup_id"])  # fmt: skip
+    except SuiteError as exc:  # the restore stands; the previous data is still in keep_as
+        error = s.runner.masker(exc.one_line())
+        s.events.warn(f"the backup of the previous {db} failed ({error}); it is still on the "
+                      f"server as database {keep_as}")  # fmt: skip
+    return RestoreOutcome(db, record, safety, keep_as, counts, schema,
+                          time.monotonic() - started, serving, error)  # fmt: skip
 
 
 def restore_jobs(cpus: int | None) -> int:

@@ -4,6 +4,7 @@ names it: <project>-postgres-1) and a real S3 API server (moto's server) on loop
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -168,6 +169,32 @@ def test_a_damaged_backup_is_refused_and_the_database_is_untouched(stack, damage
     assert result.returncode == 11, result.stderr[-2000:]
     expected = "is truncated" if damage == "truncated" else "fails its checksum"
     assert expected in last_line(result) and "nothing changed" in last_line(result)
+    assert stack.fingerprint() == before and stack.databases() == dbs
+
+
+def test_a_dump_that_does_not_restore_leaves_the_live_database_untouched(stack):
+    """The object is intact (its SHA-256 and size match the manifest) but the dump in it is cut
+    short, as a dump that was bad when it was made: the restore into a new database is the full
+    read that refuses it; the new database is dropped, the live one never changed."""
+    made = stack.inv("backup", "--db", DB)
+    assert made.returncode == 0, made.stderr[-2000:]
+    record = newest(stack)
+    client = stack.s3.client()
+    body = client.get_object(Bucket=stack.bucket, Key=record["object"])["Body"].read()
+    dump = subprocess.run(["zstd", "-q", "-dc"], input=body, capture_output=True,
+                          check=True).stdout  # fmt: skip
+    cut = subprocess.run(["zstd", "-q", "-c"], input=dump[: len(dump) * 2 // 3],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    client.put_object(Bucket=stack.bucket, Key=record["object"], Body=cut)
+    manifest = record["object"].removesuffix(".dump.zst") + ".manifest.json"
+    stored = json.loads(client.get_object(Bucket=stack.bucket, Key=manifest)["Body"].read())
+    stored.update(size=len(cut), sha256=hashlib.sha256(cut).hexdigest())
+    client.put_object(Bucket=stack.bucket, Key=manifest, Body=json.dumps(stored).encode())
+    before, dbs = stack.fingerprint(), stack.databases()
+    result = stack.inv("restore", "--backup-id", record["backup_id"], "--db", DB)
+    assert result.returncode == 11, result.stderr[-2000:]
+    assert f"restoring {record['backup_id']} failed" in last_line(result), result.stderr[-2000:]
+    assert "swap" not in result.stderr and "safety backup" not in result.stderr
     assert stack.fingerprint() == before and stack.databases() == dbs
 
 
