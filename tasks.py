@@ -8,7 +8,21 @@ __path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")]
 
 from invoke import Collection
 
-from tasks import alerts, backup, certs, ci, cluster, deploy, dr, env, images, lock, nginx, timeline
+from tasks import (
+    alerts,
+    backup,
+    certs,
+    ci,
+    cluster,
+    deploy,
+    dr,
+    env,
+    images,
+    lock,
+    nginx,
+    preflight,
+    timeline,
+)
 
 ns = Collection()
 ns.add_collection(env.ns)
@@ -21,6 +35,7 @@ ns.add_collection(alerts.ns)
 ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)
 ns.add_collection(ci.ns)
+ns.add_collection(preflight.ns)
 ns.add_task(backup.restore_task)
 ns.add_task(timeline.timeline)
 for root_task in deploy.ns.tasks.values():  # deploy, smoke, status, logs: verbs of their own

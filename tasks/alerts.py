@@ -13,6 +13,7 @@ from deploysuite.config.session import session
 from deploysuite.core.runner import Command
 from deploysuite.deploy.live import LiveStack, live_stack
 from deploysuite.deploy.lock import new_info
+from deploysuite.deploy.preflight_items import records
 from deploysuite.monitoring import alerts as al
 
 
@@ -70,6 +71,9 @@ def test(c, env="local", timeout=120, json=False):
     ]  # fmt: skip
     s.events.result(rows, ["integration", "result"], title=f"routing test of '{env}' ({token}):")
     missing = [r["integration"] for r in rows if r["result"] != "delivered"]
+    failed = missing if integrations else ["no receiver configured"]
+    records.record_result(s, "alert-tests", records.new_record(not failed, failed, env=env,
+        token=token, results=rows))  # fmt: skip
     if missing or not integrations:
         raise al.AlertsError(
             f"the test alert did not reach: {', '.join(missing) or 'no receiver configured'}",

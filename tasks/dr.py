@@ -11,6 +11,7 @@ from deploysuite.backup.drill import drill_base
 from deploysuite.cli import task
 from deploysuite.config.session import session
 from deploysuite.core.errors import ChecksFailed
+from deploysuite.deploy.preflight_items import records
 
 
 @task(
@@ -44,6 +45,8 @@ def drill(c, env="local", db="all", rto_hours=2.0, rpo_hours=6.0, json=False, ve
     )  # fmt: skip
     missed = [f"{r['database']} {k}" for r in rows for k in ("rpo", "rto")
               if r[k] not in ("ok", "-")]  # fmt: skip
+    records.record_result(s, "drills", records.new_record(not missed, missed, env=env, db=db,
+        rpo_hours=rpo_hours, rto_hours=rto_hours, results=rows))  # fmt: skip
     if missed:
         raise ChecksFailed(f"DR targets missed: {', '.join(missed)}",
                            f"inv backup --env={env}; schedule backups at least every "

@@ -12,6 +12,7 @@ from deploysuite.deploy.lock import lock_path, read_info
 from deploysuite.deploy.target import Target
 
 MIN_DOCKER = (20, 10)
+MIN_COMPOSE = (2, 20)
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -49,7 +50,7 @@ def preflight(t: Target) -> list[dict[str, str]]:
         }
     )
     ok, text = query(("docker", "compose", "version", "--short"))
-    good = ok and parse_version(text) >= (2, 20)
+    good = ok and parse_version(text) >= MIN_COMPOSE
     rows.append(
         {
             "check": "compose",

@@ -14,7 +14,7 @@ from deploysuite.cli import task
 from deploysuite.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-AREAS = ("env", "images", "deploy", "nginx", "certs", "lock", "alerts", "timeline")
+AREAS = ("env", "images", "deploy", "nginx", "certs", "lock", "alerts", "timeline", "preflight")
 
 
 def root_collection() -> Collection:
