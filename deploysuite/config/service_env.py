@@ -53,6 +53,7 @@ SERVICE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         *TOKENS,
         "CHAT_DB_NAME",
         "REDIS_PORT",
+        "REDIS_USER",
         "REDIS_PASSWORD",
         "REDIS_DB",
     ),

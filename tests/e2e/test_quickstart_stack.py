@@ -269,6 +269,25 @@ def test_a_silence_is_listed_by_alertmanager_and_can_be_lifted(stack):
     assert lifted.returncode == 0, lifted.stderr[-2000:]
 
 
+def test_redis_answers_only_its_acl_user_and_no_password_is_on_a_command_line(stack):
+    redis = stack.containers()["redis"]
+
+    def in_redis(script: str) -> str:
+        done = subprocess.run(["docker", "exec", redis, "sh", "-c", script + " 2>&1"],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        return done.stdout.strip()
+
+    login = 'redis-cli --user "$REDIS_USER" --no-auth-warning ping'
+    assert in_redis(f'REDISCLI_AUTH="$REDIS_PASSWORD" {login}') == "PONG"
+    assert "WRONGPASS" in in_redis(f"REDISCLI_AUTH=wrong {login}")
+    assert "NOAUTH" in in_redis("redis-cli ping")  # the passwordless default user is off
+    password = in_redis("printenv REDIS_PASSWORD")
+    assert len(password) >= 32
+    pid = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", redis],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert password not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+
+
 def test_second_deploy_changes_nothing(stack):
     before = stack.containers()
     again = stack.inv("deploy", "--env=local")

@@ -28,7 +28,7 @@ NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 STRONG = {
     name: hashlib.sha256(name.encode()).hexdigest() + "Zq"  # 66 characters of two alphabets
     for name in ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AUTH_TOKEN_SECRET",
-                 "BILLING_WEBHOOK_SECRET", "MONGODB_PASSWORD")
+                 "BILLING_WEBHOOK_SECRET", "MONGODB_PASSWORD", "REDIS_PASSWORD")
 }  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def test_an_unknown_item_is_refused_with_the_nearest_name():
 
 def test_strong_secrets_pass(tmp_path):
     finding = ev.secrets_finding(config_in(tmp_path, **STRONG), {})
-    assert finding.result == "passed" and "5 secrets set" in finding.evidence
+    assert finding.result == "passed" and "6 secrets set" in finding.evidence
     assert not any(value in finding.evidence for value in STRONG.values())
 
 

@@ -30,6 +30,7 @@ def redis_client(settings: RedisSettings) -> aioredis.Redis:
         host=settings.host,
         port=settings.port,
         db=settings.db,
+        username=settings.username,
         password=settings.password.reveal() if settings.password else None,
         socket_connect_timeout=2,
         socket_timeout=3,

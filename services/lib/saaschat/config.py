@@ -331,6 +331,7 @@ class RedisSettings:
     port: int
     password: Secret | None
     db: int
+    username: str | None = None  # an ACL user; None: Redis's default user
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}/{self.db}"
@@ -343,6 +344,7 @@ def load_redis_settings(*, environ: Mapping[str, str] | None = None) -> RedisSet
             port=env_int("REDIS_PORT", 6379, minimum=1, maximum=65535),
             password=env_secret("REDIS_PASSWORD", required=False),
             db=env_int("REDIS_DB", 0, minimum=0, maximum=15),
+            username=env("REDIS_USER", "") or None,
         )
 
 
