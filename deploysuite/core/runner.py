@@ -8,6 +8,7 @@ still run because the plan depends on what they read), and turns a failure into 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -37,6 +38,10 @@ class Command:
     mutates: bool = True
     timeout: float | None = None
     input: bytes | None = None
+    # False: the process gets only the variables a tool needs (BASE_VARIABLES), not this
+    # process's environment, which may hold the deploy's secrets (code of a package being built
+    # runs in it)
+    inherit_env: bool = True
 
     def display(self, masker: Masker) -> str:
         text = f"[{self.host}] $ {shlex.join(masker.argv(self.argv))}"
@@ -74,8 +79,18 @@ class Result:
         return self.returncode == 0
 
 
-def local_environ(extra: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+# What a tool run with inherit_env=False still gets: where programs, home and temporary files
+# are, locale, certificates, proxies, and pip's and Python's own settings.
+BASE_VARIABLES = re.compile(
+    r"^(PATH|HOME|USER|LANG|LC_[A-Z]+|TZ|TMPDIR|TERM|SSL_CERT_(FILE|DIR)|REQUESTS_CA_BUNDLE"
+    r"|(HTTP|HTTPS|NO)_PROXY|(http|https|no)_proxy|PIP_[A-Z_]+|PYTHON[A-Z_]*|VIRTUAL_ENV"
+    r"|DOCKER_(HOST|CONFIG|TLS_VERIFY|CERT_PATH))$"
+)
+
+
+def local_environ(extra: Mapping[str, str], inherit: bool = True) -> dict[str, str]:
+    env = dict(os.environ) if inherit else {
+        k: v for k, v in os.environ.items() if BASE_VARIABLES.match(k)}  # fmt: skip
     env.update(extra)
     return env
 
@@ -163,7 +178,7 @@ class Runner:
                     command.argv,
                     input=command.input,
                     capture_output=True,
-                    env=local_environ(command.env),
+                    env=local_environ(command.env, command.inherit_env),
                     cwd=command.cwd,
                     timeout=command.timeout,
                     check=False,
@@ -199,7 +214,7 @@ class Runner:
             stdin=subprocess.PIPE if command.input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=local_environ(command.env),
+            env=local_environ(command.env, command.inherit_env),
             cwd=command.cwd,
         ) as proc:
             if command.input is not None and proc.stdin is not None:

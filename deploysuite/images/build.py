@@ -117,7 +117,8 @@ def ensure_wheels(runner: Runner, root: Path) -> bool:
         return False
     with runner.events.step("wheels for services/requirements.txt"):
         runner.run(
-            Command(wheels_argv(root, sys.executable), timeout=1200),
+            # a package built from source runs its own code: none of the deploy's secrets
+            Command(wheels_argv(root, sys.executable), timeout=1200, inherit_env=False),
             fix="check services/requirements.txt and that the package index is reachable",
         )
         if not runner.dry_run:

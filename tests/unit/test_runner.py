@@ -107,3 +107,18 @@ def test_pipeline_fails_when_an_early_stage_fails():
             )
         )
     assert info.value.returncode == 9
+
+
+def test_a_command_that_does_not_inherit_gets_no_secret_of_this_process(monkeypatch):
+    """Wheels are built with inherit_env=False: a package's own build code never sees the
+    deploy's secrets (in CI, the deploy step's environment holds them)."""
+    monkeypatch.setenv("POSTGRES_PASSWORD", "pw-in-the-deploy-step")  # pragma: allowlist secret
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    runner = Runner(Events(out=io.StringIO(), err=io.StringIO()))
+    code = "import os; print(sorted(os.environ))"
+    plain = runner.run(Command((sys.executable, "-c", code))).stdout
+    clean = runner.run(Command((sys.executable, "-c", code), env={"EXTRA": "1"},
+                               inherit_env=False)).stdout  # fmt: skip
+    assert "POSTGRES_PASSWORD" in plain
+    assert "POSTGRES_PASSWORD" not in clean
+    assert "'PATH'" in clean and "'PIP_INDEX_URL'" in clean and "'EXTRA'" in clean
