@@ -11,9 +11,11 @@ from deploysuite.backup import catalog as bk
 from deploysuite.backup import dump, localcopy, postgres
 from deploysuite.backup import restore as restores
 from deploysuite.backup.context import BackupContext, open_bucket
+from deploysuite.backup.drill import known_rto_line
 from deploysuite.cli import confirm, task
 from deploysuite.config.session import session
 from deploysuite.core.errors import SuiteError
+from deploysuite.deploy.preflight_items import records
 
 LIST_COLUMNS = ["backup_id", "database", "kind", "size", "schema", "finished"]
 
@@ -145,6 +147,14 @@ def restore(
         store, s3 = open_bucket(s)
         found = dump.list_backups(store, s3, env, name)
     record = bk.choose(found, day, backup_id or None, name)
+    if store is not None and s3 is not None:  # the newest drill: how long this restore takes
+        place = records.RecordPlace(env, records.local_folder(s), store, s3)
+        try:
+            expected = known_rto_line(records.newest(place, "drills"), name)
+        except SuiteError:
+            expected = None
+        s.events.info(expected or f"no drill record for {name}: inv dr.drill --env={env} "
+                      "measures how long its restore takes")  # fmt: skip
 
     def ask(backup_name: str) -> None:
         s.events.info(f"restore {name} of '{env}' from {backup_name} (verified)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,17 @@ def drill_base(ctx: BackupContext) -> BaseDrill | None:
         with pitr.scratch_server(pg, name) as scratch:
             checked = pitr.unpack_base(s, scratch, base, path)
     return BaseDrill(str(base["backup_id"]), age, time.monotonic() - started, checked)
+
+
+def known_rto_line(record: Mapping[str, object] | None, db: str) -> str | None:
+    """What the newest drill record says of `db` (how long its restore took), for a restore to
+    print before it starts: the time to expect is known before the incident, not during it."""
+    rows = record.get("results") if record else None
+    row = next((r for r in rows or [] if isinstance(r, dict) and r.get("database") == db), None)
+    if record is None or row is None:
+        return None
+    when = str(record.get("finished", ""))[:10]
+    return (
+        f"the last drill ({when}) restored {db} from {row.get('backup')} in "
+        f"{row.get('restore')} (RTO {row.get('rto')})"
+    )

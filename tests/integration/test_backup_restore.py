@@ -347,6 +347,11 @@ def test_dr_drill_restores_into_a_scratch_database_and_checks_the_targets(stack)
     (row,) = json.loads(ok.stdout)["results"]
     assert row["rpo"] == "ok" and row["rto"] == "ok" and int(row["rows"]) >= 5002
     assert stack.databases() == before  # the scratch database is gone
+    # a restore says beforehand how long the last drill took for its database
+    dry = stack.inv("restore", "--db", DB, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert f"the last drill ({dt.datetime.now(dt.UTC):%Y-%m-%d}) restored {DB} from " in dry.stderr
+    assert f"in {row['restore']} (RTO ok)" in dry.stderr
     missed = stack.inv("dr.drill", "--db", DB, "--rto-hours", "0.000001")
     assert missed.returncode == 1
     assert "DR targets missed: auth rto" in last_line(missed)

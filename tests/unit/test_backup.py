@@ -194,3 +194,17 @@ def test_a_transfer_line_gives_the_share_the_rate_and_an_eta():
     assert line == "  db: 256.0 MiB of 1.0 GiB (25%), 64.0 MiB/s, about 12 s left"
     assert transfer_line("db", 10 * mib, None, 2.0) == "  db: 10.0 MiB, 5.0 MiB/s"
     assert "left" not in transfer_line("db", 1024 * mib, 1024 * mib, 8.0)
+
+
+def test_a_restore_says_how_long_the_last_drill_took_for_its_database():
+    from deploysuite.backup.drill import known_rto_line
+
+    record = {"finished": "2026-12-01T03:00:00+00:00", "results": [
+        {"database": "chat", "backup": "20261201T020000Z-chat", "restore": "3.1 s", "rto": "ok"},
+        {"database": "auth", "backup": "20261201T020000Z-auth", "restore": "24.6 s", "rto": "ok"},
+        {"database": "(cluster base backup)", "restore": "9.0 s", "rto": "-"}]}  # fmt: skip
+    assert known_rto_line(record, "auth") == (
+        "the last drill (2026-12-01) restored auth from 20261201T020000Z-auth in 24.6 s (RTO ok)"
+    )
+    assert known_rto_line(record, "billing") is None
+    assert known_rto_line(None, "auth") is None
