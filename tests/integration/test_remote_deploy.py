@@ -661,7 +661,7 @@ def test_third_party_images_are_pinned_by_digest_in_the_release(remote, registry
     record = next(r for r in remote.releases()["releases"] if r["release"] == release)
     assert record["third_party_images"] == {"REDIS_IMAGE": pushed}
     dotenv = (Path(remote.env_dir) / "releases" / release / ".env").read_text()
-    assert f"REDIS_IMAGE={pushed}\n" in dotenv and tag not in dotenv
+    assert f"REDIS_IMAGE='{pushed}'\n" in dotenv and tag not in dotenv
     ids = subprocess.run(
         ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={remote.project}",
          "--filter", "label=com.docker.compose.service=redis"],
