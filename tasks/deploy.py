@@ -13,6 +13,7 @@ from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.runner import Command
 from deploysuite.deploy.bake import BAKE_COLUMNS
 from deploysuite.deploy.local import current_env, deploy_local, deploy_paths, smoke_target
+from deploysuite.deploy.preflight_items.registry import skipped_by_deploy
 from deploysuite.deploy.remote import (
     RemoteOutcome,
     deploy_remote,
@@ -125,6 +126,10 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
         s.events.result([r.as_row() for r in outcome.smoke], SMOKE_COLUMNS, title="smoke tests:")
     if outcome.bake and not s.events.json_mode:
         s.events.result(outcome.bake, BAKE_COLUMNS, title="bake window (through nginx):")
+    skipped = skipped_by_deploy() if action == "deploy" else []
+    if skipped:
+        s.events.info(f"not checked by the deploy (inv preflight --env={s.config.env} runs "
+                      f"them): {', '.join(skipped)}")  # fmt: skip
     rows: list[dict[str, str]] = [{"service": k, "change": v} for k, v in outcome.changes.items()]
     columns = ["service", "change"]
     if outcome.services:  # swarm: every service, where it runs, and the change
@@ -142,6 +147,7 @@ def report_remote(s: Session, outcome: RemoteOutcome, action: str) -> None:
             "previous": outcome.previous,
             "changed": outcome.changes,
             "preflight": outcome.preflight,
+            "preflight_skipped": skipped,
             "smoke": [r.as_row() for r in outcome.smoke],
             "bake": outcome.bake,
             "dry_run": s.runner.dry_run,

@@ -256,6 +256,8 @@ def test_first_deploy_ships_a_release_and_passes_smoke(remote, ssh_host):
     assert report["outcome"] == "deployed" and report["previous"] is None
     assert {row["check"] for row in report["preflight"]} == {"ssh", "docker", "compose", "disk",
                                                              "lock"}  # fmt: skip
+    assert {"tls", "backups", "dr-drill"} <= set(report["preflight_skipped"])
+    assert "not checked by the deploy (inv preflight --env=loopback runs them): " in result.stderr
     assert report["smoke"] and all(row["result"] == "pass" for row in report["smoke"])
     release = report["release"]
     listing = remote.releases()

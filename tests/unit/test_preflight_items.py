@@ -502,3 +502,12 @@ def test_an_edited_migration_or_a_database_ahead_of_the_code_fails():
     assert_fails(edited, "migrations", "auth: 0002_b.sql changed after it was applied")
     ahead = ev.migrations_finding(CODE, {"auth": {1: sha("a"), 2: sha("b"), 3: sha("c")}}, "p")
     assert_fails(ahead, "migrations", "auth: schema 3 is ahead of the code (no migration 0003")
+
+
+def test_a_deploy_names_the_items_it_leaves_to_preflight():
+    from deploysuite.deploy.preflight_items.registry import CHECKED_BY_DEPLOY, skipped_by_deploy
+
+    skipped = skipped_by_deploy()
+    assert {"tls", "backups", "secrets", "dr-drill"} <= set(skipped)
+    assert not set(CHECKED_BY_DEPLOY) & set(skipped)
+    assert set(CHECKED_BY_DEPLOY) | set(skipped) == {i.id for i in ITEMS if i.automated}

@@ -112,6 +112,16 @@ def automated_items() -> list[Item]:
     return [item for item in ITEMS if item.automated]
 
 
+# What `inv deploy` checks itself before it changes anything (configuration, then SSH, engine,
+# Compose, disk and the lock on each host): the fast subset. The rest is inv preflight's.
+CHECKED_BY_DEPLOY = ("config", "engine", "disk")
+
+
+def skipped_by_deploy() -> list[str]:
+    """The automated items a deploy does not run (inv preflight does)."""
+    return [item.id for item in automated_items() if item.id not in CHECKED_BY_DEPLOY]
+
+
 def render_checklist(items: tuple[Item, ...] = ITEMS) -> str:
     """DEPLOYMENT-CHECKLIST.md: each group's items, automated ones with their check, manual
     ones with why no machine checks them."""
