@@ -182,7 +182,10 @@ def deploy_remote(
     lock_wait: float = 0,
 ) -> RemoteOutcome:  # fmt: skip
     require_valid_config(s.config, s.events)
-    s, pins = pin_third_party(s)  # before anything is built: staging refuses a tag it cannot pin
+    # before anything is built (staging refuses a tag it cannot pin); the images are built from
+    # the configuration as it is (a base image is a build input, not a pinned deployment)
+    as_configured = s
+    s, pins = pin_third_party(s)
     config, events = s.config, s.events
     policy = bake.bake_policy(config)  # a bad DEPLOY_BAKE_* is refused before anything happens
     batch_size(config)
@@ -191,7 +194,7 @@ def deploy_remote(
             checks = preflight(t)
         with events.step("credentials of the running data stores"):
             refuse_drift(t.runner, find_drift(t.runner, config), config.env)
-        version, images = build_and_push(s)
+        version, images = build_and_push(as_configured)
         now = dt.datetime.now(dt.UTC)
         release_id = rel.new_release_id(now, version)
         files = release_files(config, images, t.layout, t.conn.host.name)

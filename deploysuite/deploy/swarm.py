@@ -213,11 +213,14 @@ def deploy_swarm(
     s: Session, *, wait_timeout: int = 300, run_smoke_checks: bool = True, lock_wait: float = 0
 ) -> RemoteOutcome:
     require_valid_config(s.config, s.events)
-    s, pins = pin_third_party(s)  # before anything is built: staging refuses a tag it cannot pin
+    # before anything is built (staging refuses a tag it cannot pin); the images are built from
+    # the configuration as it is (a base image is a build input, not a pinned deployment)
+    as_configured = s
+    s, pins = pin_third_party(s)
     config, events = s.config, s.events
     with connect_swarm(s) as st:
         t = st.t
-        version, images = build_and_push(s)
+        version, images = build_and_push(as_configured)
         now = dt.datetime.now(dt.UTC)
         release_id = rel.new_release_id(now, version)
         running = SwarmEngine(t.runner, t.project, "").services()
