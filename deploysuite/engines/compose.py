@@ -21,6 +21,7 @@ from deploysuite.engines import state as stack_state
 from deploysuite.engines.rolling import (
     ROLLING_SERVICES,
     RolloutFailed,
+    cause_of,
     roll,
     service_containers,
     wait_healthy,
@@ -106,12 +107,15 @@ class ComposeEngine:
         status = wait_healthy(runner, names, wait_timeout, probe=True)
         failed = [name for name, state in status.items() if state not in ("healthy", "none")]
         if failed:
-            for line in (line for name in failed for line in stack_state.explain_container(
-                    runner, name)):  # fmt: skip
+            explained = [line for name in failed
+                         for line in stack_state.explain_container(runner, name)]  # fmt: skip
+            for line in explained:
                 runner.events.info(line)
+            cause = cause_of(explained)
             raise RolloutFailed(
                 f"{', '.join(failed)}: not healthy after the start "
-                f"({', '.join(f'{n}: {status[n]}' for n in failed)})",
+                f"({', '.join(f'{n}: {status[n]}' for n in failed)}"
+                + (f"; {cause})" if cause else ")"),
                 f"inv logs --env={self.env_name} --service "
                 f"{next(n for n in services if failed[0].startswith(f'{stack.project}-{n}-'))}",
             )

@@ -155,6 +155,14 @@ def wait_healthy(
         pause = min(pause * 2, POLL_SECONDS)
 
 
+def cause_of(lines: Sequence[str]) -> str:
+    """The first healthcheck reason among explain() lines (engines/state.explain_container)."""
+    for line in lines:
+        if line.startswith("  healthcheck of ") and ": exit " in line:
+            return line.split(": exit ", 1)[1].split(": ", 1)[-1]
+    return ""
+
+
 def passes(runner: Runner, name: str, check: tuple[str, ...]) -> bool:
     result = runner.run(Command(("docker", "exec", name, *check), mutates=False, timeout=30),
                         check=False)  # fmt: skip
@@ -191,9 +199,11 @@ def roll(
         status = wait_healthy(runner, started, wait_timeout, probe=True)
         failed = [n for n in services if not new[n] or any(status[c] != "healthy" for c in new[n])]
         if failed:
-            for line in (line for n in failed for c in new[n] for line in explain(c)):
+            explained = [line for n in failed for c in new[n] for line in explain(c)]
+            for line in explained:
                 runner.events.info(line)
             seen = ", ".join(f"{c}: {status[c]}" for n in failed for c in new[n])
+            seen += f"; {cause}" if (cause := cause_of(explained)) else ""
             gone = ("it was removed and the old one" if len(started) == 1
                     else "the batch's new containers were removed and the old ones")  # fmt: skip
             raise RolloutFailed(

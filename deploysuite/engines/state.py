@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -10,6 +11,7 @@ from dataclasses import dataclass, replace
 from deploysuite.core import commands
 from deploysuite.core.errors import EngineUnavailable, SuiteError
 from deploysuite.core.runner import Command, Runner
+from deploysuite.engines.rolling import probe_argv as rolling_probe
 from deploysuite.engines.stack import (
     ContainerState,
     Stack,
@@ -188,19 +190,39 @@ def unhealthy(state: StackState) -> list[str]:
     return sorted(bad)
 
 
+HEALTH_FORMAT = "{{json .State.Health}}\t{{json .Config.Healthcheck}}"
+READY_OUTPUT_RE = re.compile(r'"output"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def health_cause(output: str) -> str:
+    """The reason in a healthcheck's output, short: the readiness document's own `output` (which
+    dependency failed, and how) when it is there, else the output's end."""
+    found = READY_OUTPUT_RE.search(output)
+    if found:
+        return found.group(1).replace('\\"', '"')[:300]
+    return " ".join(output.split())[-300:]
+
+
 def explain_container(runner: Runner, name: str, tail: int = 15) -> list[str]:
-    """A container's last healthcheck output and last log lines, masked."""
-    health = runner.run(
-        Command(("docker", "inspect", "--format", "{{json .State.Health}}", name), mutates=False),
-        check=False,
-    ).stdout.strip()
+    """A container's last healthcheck output (Docker's last check, or when Docker has not
+    checked yet because the deploy's own probe decided first, the check run once more now) and
+    its last log lines, masked."""
+    inspect = runner.run(Command(("docker", "inspect", "--format", HEALTH_FORMAT, name),
+                                 mutates=False), check=False).stdout.strip()  # fmt: skip
+    health, _, check = inspect.partition("\t")
     lines = []
-    if health and health != "null":
-        log = json.loads(health).get("Log") or []
-        if log:
-            # the end of the output says why (an exception's last line, an answer's body)
-            output = " ".join(log[-1].get("Output", "").split())[-300:]
-            lines.append(f"  last healthcheck of {name}: exit {log[-1].get('ExitCode')}: {output}")
+    log = (json.loads(health) or {}).get("Log") or [] if health.startswith("{") else []
+    probe = rolling_probe(check)
+    if log:
+        output, code, when = log[-1].get("Output", ""), log[-1].get("ExitCode"), "last"
+    elif probe:
+        done = runner.run(Command(("docker", "exec", name, *probe), mutates=False, timeout=30),
+                          check=False)  # fmt: skip
+        output, code, when = done.stdout + done.stderr, done.returncode, "now"
+    else:
+        output = ""
+    if output or log:
+        lines.append(f"  healthcheck of {name} ({when}): exit {code}: {health_cause(output)}")
     logs = runner.run(
         Command(("docker", "logs", "--tail", str(tail), name), mutates=False), check=False
     )

@@ -415,7 +415,8 @@ def test_broken_release_rolls_back_while_the_old_version_serves(stack):
     last = broken.stderr.strip().splitlines()[-1]
     assert last.startswith("error: auth: the new container did not become healthy")
     assert "kept serving" in last and "nothing was switched" in last
-    assert "last healthcheck of" in broken.stderr  # the failing check is shown
+    assert "healthcheck of" in broken.stderr  # the failing check is shown, its cause named
+    assert 'database "no_such_database" does not exist' in last, last
     assert stack.containers()["auth"] == before  # the old container is still the one
     assert load.failures == [] and len(load.results) > 50
     again = stack.inv("deploy", "--env=local", "--no-smoke", "--set", "LOG_LEVEL=WARNING")

@@ -348,8 +348,9 @@ def test_a_broken_release_rolls_back_while_the_old_version_serves(remote):
     line = last_line(broken)
     assert line.startswith("error: auth: the new container did not become healthy")
     assert f"rolled back to {current}" in line and "--env=loopback --service auth" in line
-    # the failed check says why: readiness answered 503 naming the database
-    assert "last healthcheck of" in broken.stderr and "ready 503" in broken.stderr
+    # the failed check says why, and the error's line carries it: the database is missing
+    assert "healthcheck of" in broken.stderr and "ready 503" in broken.stderr
+    assert 'database "no_such_database" does not exist' in line, line
     assert remote.current() == current and remote.containers() == before
     assert no_failure(background.report), (
         background.report["failures"],

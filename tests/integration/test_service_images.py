@@ -770,6 +770,13 @@ def test_dependency_outage_and_recovery(
             timeout=20,
         )
         assert check in failed.json()["failed"], failed
+        assert "output" not in failed.json()  # asked over the network: the names only
+        # asked from inside the container (its healthcheck does): how the dependency failed
+        ask = ("import urllib.request as u, urllib.error as e\ntry:\n    u.urlopen("
+               "'http://127.0.0.1:8000/health/ready', timeout=5)\nexcept e.HTTPError as x:\n"
+               "    print(x.read().decode())")  # fmt: skip
+        inside = stack.containers[service].exec_run(["python3", "-c", ask])
+        assert json.loads(inside.output)["output"].startswith(f"{check}: "), inside.output
 
         detailed = http_call(port, "GET", "/health/detailed")
         assert detailed.status == 503, detailed

@@ -111,3 +111,16 @@ def test_a_probe_failing_past_the_start_period_is_unhealthy_without_dockers_retr
     # within its start period it is not judged: Docker's own verdict or the timeout decide
     runner = ScriptedRunner(f"/p-auth-2\trunning\tstarting\t{CHECK}", 1)
     assert rolling.wait_healthy(runner, ["p-auth-2"], 0.5, probe=True) == {"p-auth-2": "starting"}
+
+
+def test_the_cause_of_a_failed_healthcheck_is_its_own_words():
+    from deploysuite.engines import rolling
+    from deploysuite.engines.state import health_cause
+
+    said = "ready 503: rabbitmq:amqp: ProbableAuthenticationError: ACCESS_REFUSED"
+    assert health_cause(said) == said
+    document = '{"status": "fail", "output": "postgres:db: password authentication failed"}'
+    assert health_cause(document) == "postgres:db: password authentication failed"
+    lines = ["  healthcheck of p-chat-2 (now): exit 1: " + said, "  | a log line"]
+    assert rolling.cause_of(lines) == said
+    assert rolling.cause_of(["  | only logs"]) == ""

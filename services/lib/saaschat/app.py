@@ -219,15 +219,24 @@ async def _live(request: web.Request) -> web.Response:
     return json_response({"status": "pass"})
 
 
+# Readiness asked from inside the container (its healthcheck) also says how each dependency
+# failed; asked through nginx (/health/<service>) it names them only: error texts stay inside.
+LOOPBACK = ("127.0.0.1", "::1")
+
+
 async def _ready(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     if ctx.lifecycle.shutting_down:
         return json_response({"status": "fail", "reason": "shutting down"}, status=503)
     results = await ctx.health.evaluate()
-    failed = [r.key for r in results if r.required and not r.probe_ok]
-    if failed or ctx.lifecycle.shutting_down:
+    failing = [r for r in results if r.required and not r.probe_ok]
+    if failing or ctx.lifecycle.shutting_down:
         reason = "shutting down" if ctx.lifecycle.shutting_down else "dependency unavailable"
-        return json_response({"status": "fail", "reason": reason, "failed": failed}, status=503)
+        body: dict[str, object] = {"status": "fail", "reason": reason,
+                                   "failed": [r.key for r in failing]}  # fmt: skip
+        if request.remote in LOOPBACK:  # the container's own healthcheck: how each one failed
+            body["output"] = "; ".join(f"{r.key}: {r.output or r.status}" for r in failing)[:1000]
+        return json_response(body, status=503)
     return json_response({"status": "pass"})
 
 

@@ -39,7 +39,12 @@ async def test_health_endpoints_follow_the_contract(service_context, make_client
     assert (await client.get("/health/ready")).status == 200
 
     db.up = False  # required dependency: not ready, detailed fails
-    assert (await client.get("/health/ready")).status == 503
+    resp = await client.get("/health/ready")
+    assert resp.status == 503
+    ready = await resp.json()
+    assert ready["failed"] and ready["reason"] == "dependency unavailable"
+    # asked from the container's own loopback (its healthcheck): how each dependency failed
+    assert ready["output"].startswith(f"{ready['failed'][0]}: ")
     resp = await client.get("/health/detailed")
     assert resp.status == 503
     assert (await resp.json(content_type=None))["status"] == "fail"
