@@ -184,7 +184,8 @@ def main() -> None:
         print(f"databases: {BIG} {big / mib:.0f} MiB, {SMALL} {small / mib:.0f} MiB")
         if args.only in ("all", "backup"):
             rows += backup_rows(env, size, big, small, args)
-        rows += restore_rows(env, bucket, s3, work, size, args)
+        if args.only in ("all", "restore"):
+            rows += restore_rows(env, bucket, s3, work, size, args)
     finally:
         subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True, check=False)
         s3.stop()
