@@ -18,9 +18,11 @@ from common import REPO, median, row, stats, timed, write
 
 sys.path.insert(0, str(REPO))
 from deploysuite.images.build import images_file
-from deploysuite.images.services import SERVICES
+from deploysuite.images.services import DOCKERFILE, SERVICES
 
 PYTHON_IMAGE = "mysaaschat/python:bookworm"
+BASES = {"PYTHON_IMAGE": PYTHON_IMAGE, "POSTGRES_IMAGE": "mysaaschat/postgres:bookworm"}
+PYTHON_SERVICES = [s for s in SERVICES if s.dockerfile == DOCKERFILE]  # the naive one's kind
 
 
 def size(ref: str) -> int:
@@ -54,7 +56,7 @@ def main() -> None:
     inv("images.build")  # our images, built or reused
     built = json.loads(images_file(REPO, "mysaaschat").read_text())
     rows = []
-    for service in SERVICES:
+    for service in PYTHON_SERVICES:
         naive = f"mysaaschat-bench/naive-{service.name}:latest"
         subprocess.run(naive_build_argv(service, naive), check=True, capture_output=True)
         ours, theirs = size(str(built[service.name]["ref"])), size(naive)
@@ -70,8 +72,8 @@ def main() -> None:
     raw = [
         "sh", "-c",
         " && ".join(
-            "docker build -q --file docker/service/Dockerfile --target runner "
-            f"--build-arg PYTHON_IMAGE={PYTHON_IMAGE} --build-arg SERVICE={s.name} "
+            f"docker build -q --file {s.dockerfile} --target runner "
+            f"--build-arg {s.base}={BASES[s.base]} --build-arg SERVICE={s.name} "
             f"--build-arg PACKAGE={s.package} --build-arg PORT={s.port} . >/dev/null"
             for s in SERVICES
         ),
