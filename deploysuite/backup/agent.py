@@ -380,8 +380,22 @@ def serve_metrics(s: Session, settings: AgentSettings) -> MetricsServer | None:
     return server
 
 
+def read_secret_files(environ: dict[str, str]) -> None:
+    """<VAR>_FILE -> VAR: the secrets the deploy mounts as files (/run/secrets), read into this
+    process alone (a child sees only what it is given: PGPASSWORD for libpq)."""
+    for key in [k for k in environ if k.endswith("_FILE") and environ[k].strip()]:
+        var = key.removesuffix("_FILE")
+        if environ.get(var):
+            raise SystemExit(f"both {var} and {key} are set: set one of them")
+        try:
+            environ[var] = Path(environ.pop(key).strip()).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SystemExit(f"{key} cannot be read: {exc.strerror}") from None
+
+
 def main(argv: list[str], environ: dict[str, str]) -> int:
     command = argv[0] if argv else "run"
+    read_secret_files(environ)
     # libpq's own variables, for pg_dump, psql and pg_basebackup run by the agent
     environ.setdefault("PGHOST", "/var/run/postgresql")
     if environ.get("POSTGRES_PASSWORD"):

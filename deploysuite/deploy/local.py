@@ -16,11 +16,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from deploysuite.config.envcheck import check_config
-from deploysuite.config.layers import Config, for_service
+from deploysuite.config.layers import Config
 from deploysuite.config.service_env import (
-    SERVICE_VARIABLES,
-    service_environment,
-    write_services_env,
+    environments,
+    render_compose_doc,
+    secret_variables,
+    with_secret_files,
 )
 from deploysuite.config.session import Session
 from deploysuite.core import commands
@@ -28,6 +29,7 @@ from deploysuite.core.errors import ChecksFailed, ConfigError, SuiteError
 from deploysuite.core.events import Events
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command, Runner
+from deploysuite.deploy import secretfiles
 from deploysuite.deploy.drift import find_drift, refuse_drift
 from deploysuite.deploy.rollout import run_migrations, silenced_blips
 from deploysuite.deploy.smoke import HTTP_SERVICES, CheckResult, SmokeTarget, run_smoke
@@ -143,20 +145,43 @@ def require_valid_config(config: Config, events: Events) -> None:
         )
 
 
-def write_service_envs(runner: Runner, config: Config, scratch: Path) -> Path:
+def write_service_envs(
+    runner: Runner, config: Config, scratch: Path
+) -> tuple[Path, secretfiles.Previous]:
     """Each service's environment from its own six-layer config, into the generated compose
-    file; returns the file to plan with. Under --dry-run it goes to `scratch` instead, so the
-    plan shows what would change while the stack's own file stays untouched."""
-    environments = {
-        service: service_environment(for_service(config, service), service)
-        for service in SERVICE_VARIABLES
-    }
+    file, and its secrets into files of their own; returns the file to plan with and what the
+    secret files held before (to put back if the deploy stops). Under --dry-run the compose file
+    goes to `scratch` instead and no secret file is written, so the plan shows what would change
+    while the stack's own files stay untouched."""
+    base = build_dir(config)
+    doc, files = with_secret_files(environments(config), secret_variables(config), str(base))
     path = services_env_file(config)
     if runner.dry_run:
-        runner.events.command(f"[local] write {path} (mode 0600)", run=False)
+        what = f"{path} (mode 0600), {len(files)} secret file(s) under {base / 'secrets'} (0400)"
+        runner.events.command(f"[local] write {what}", run=False)
         path = scratch / path.name
-    write_services_env(path, environments)
-    return path
+        write_private(path, render_compose_doc(doc))
+        return path, {}
+    previous = secretfiles.sync(runner, base, files, chown_image(config))
+    text = render_compose_doc(doc)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        write_private(path, text)
+    return path, previous
+
+
+def put_back_env(
+    runner: Runner, config: Config, previous_env: str | None, previous: secretfiles.Previous
+) -> None:
+    """The generated compose file and the secret files as they were before this deploy."""
+    if previous_env is not None:
+        write_private(services_env_file(config), previous_env)
+    secretfiles.put_back(runner, build_dir(config), previous, chown_image(config))
+
+
+def chown_image(config: Config) -> str:
+    """An image every stack has, for handing files to their readers where this user has no
+    root: PostgreSQL's."""
+    return config.require("POSTGRES_IMAGE")
 
 
 def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
@@ -306,8 +331,8 @@ def converge_local(
         if services_env_file(config).exists()
         else None
     )
-    with events.step("service environments"):
-        services_env = write_service_envs(runner, config, scratch)
+    with events.step("service environments and secret files"):
+        services_env, previous_secrets = write_service_envs(runner, config, scratch)
     # `plan_stack` reads what would be; `stack` is what the commands act on (the same files,
     # except under --dry-run, where the new environment was written to the scratch folder).
     compose_file = config.root / COMPOSE_FILE
@@ -334,9 +359,9 @@ def converge_local(
         return DeployOutcome({}, state, [])
     with events.step("credentials of the running data stores"):
         drifts = find_drift(runner, config)
-    if drifts and previous_env is not None and not runner.dry_run:
-        # refused before any container changed: the services' file goes back as it was
-        write_private(services_env_file(config), previous_env)
+    if drifts and not runner.dry_run:
+        # refused before any container changed: the services' files go back as they were
+        put_back_env(runner, config, previous_env, previous_secrets)
     refuse_drift(runner, drifts, config.env)
     for service, why in changes.items():
         events.info(f"  {service}: {why}")
@@ -353,8 +378,8 @@ def converge_local(
         # Whatever stopped the change (a migration, a rollout, Ctrl-C): the previous environment
         # file again, which the containers that were not replaced still run from. The summary
         # table below then shows exactly what runs.
-        if previous_env is not None and not runner.dry_run:
-            write_private(services_env_file(config), previous_env)
+        if not runner.dry_run:
+            put_back_env(runner, config, previous_env, previous_secrets)
         if not isinstance(exc, SuiteError):
             raise
         failure = exc

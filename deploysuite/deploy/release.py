@@ -24,8 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 RELEASE_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-z-]+$")
-COMPOSE_VARIABLE_RE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)")
+# ${X} is compose's; $${X} is the container shell's own, which no value of ours reaches
+COMPOSE_VARIABLE_RE = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)")
 SECRET_FILES = (".env", "services.env.yml", "notify_webhook_url", "smtp_password")
+SECRETS_FOLDER = "secrets/"  # the services' secret files (mode 0400, handed to their readers)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,11 @@ def manifest(
 ) -> dict[str, object]:
     """`images`: the suite's services pinned by digest; `third_party`: image variable -> the
     digest its tag resolved to when the release was made (deploy/pins.py)."""
-    hashes = {name: sha256(data) for name, data in sorted(files.items())}
+    hashes = {name: sha256(data) for name, data in sorted(files.items())
+              if not name.startswith(SECRETS_FOLDER)}  # fmt: skip
+    secret = sorted((n, d) for n, d in files.items() if n.startswith(SECRETS_FOLDER))
+    if secret:  # one digest of them all: no single secret's hash is written down
+        hashes[SECRETS_FOLDER] = sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in secret))
     return {
         "release": release_id,
         "env": env,

@@ -28,7 +28,7 @@ from deploysuite.config.session import Session
 from deploysuite.core import notify
 from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.runner import Command
-from deploysuite.deploy import bake
+from deploysuite.deploy import bake, secretfiles
 from deploysuite.deploy import release as rel
 from deploysuite.deploy.drift import find_drift, refuse_drift
 from deploysuite.deploy.hooks import run_hook, run_post_hook
@@ -49,7 +49,12 @@ from deploysuite.deploy.lock import (
 from deploysuite.deploy.pins import pin_third_party
 from deploysuite.deploy.preflight import preflight
 from deploysuite.deploy.rollout import run_migrations, running_report, silenced_blips
-from deploysuite.deploy.shipment import build_and_push, pull, release_files, upload_tls
+from deploysuite.deploy.shipment import (
+    build_and_push,
+    pull,
+    release_files,
+    upload_tls,
+)
 from deploysuite.deploy.smoke import CheckResult, run_smoke
 from deploysuite.deploy.target import (
     Target,
@@ -278,7 +283,9 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             events.info(f"nothing to do: {current} is live with the same images and files")
             return RemoteOutcome(current or release_id, "unchanged", previous=current)
     run_hook(s, "DEPLOY_PRE_HOOK", s.config.get("DEPLOY_PRE_HOOK"), plan.hook_env)
-    payload = {**files, "manifest.json": rel.encode(record)}
+    secret_files = {n: d for n, d in files.items() if n.startswith(rel.SECRETS_FOLDER)}
+    payload = {n: d for n, d in files.items() if n not in secret_files}
+    payload["manifest.json"] = rel.encode(record)
     with planning_copy(t, release_id, payload):
         folder = t.layout.release(release_id)
         with events.step(f"upload release {release_id}"):
@@ -289,6 +296,11 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             events.info(f"  certificate: {upload_tls(t)}")
         with events.step("registry login and pull by digest"):
             pull(t, release_id, {**images, **plan.third_party})
+        with events.step("secret files"):
+            secrets_change = secretfiles.install_on_host(
+                t.runner, t.layout.root, secret_files, sorted(images.values())[0]
+            )
+            events.info(f"  {len(secrets_change.changed)} of {len(secret_files)} changed")
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
             policy = options.bake
@@ -314,8 +326,14 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
             outcome.outcome = "failed"
             if isinstance(exc, KeyboardInterrupt):
                 events.info("interrupted: rolling back (Ctrl-C again to stop at once)")
+            if not dry:  # the credentials the previous release ran with, before it returns
+                t.reconnect_if_lost()
+                secretfiles.put_back_on_host(t.runner, t.layout.root, secrets_change)
             if current and not dry:
                 roll_back(t, outcome, current, wait_timeout, rolling)
+        else:
+            if not dry:
+                secretfiles.forget_previous_on_host(t.runner, t.layout.root)
         result = "deployed" if outcome.failure is None else "failed"
         if dry:
             outcome.dry_run = True

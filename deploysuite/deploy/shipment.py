@@ -8,11 +8,12 @@ import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from deploysuite.config.layers import Config, for_service
+from deploysuite.config.layers import Config
 from deploysuite.config.service_env import (
-    SERVICE_VARIABLES,
-    render_services_env,
-    service_environment,
+    environments,
+    render_compose_doc,
+    secret_variables,
+    with_secret_files,
 )
 from deploysuite.config.session import Session
 from deploysuite.core.errors import ConfigError, SuiteError
@@ -57,15 +58,17 @@ def release_files(
 ) -> dict[str, bytes]:
     """Relative path -> bytes of everything the release puts on the host."""
     compose_text = (config.root / COMPOSE_FILE).read_text(encoding="utf-8")
-    environments = {
-        service: service_environment(for_service(config, service), service)
-        for service in SERVICE_VARIABLES
-    }
+    # secrets as files in the environment's own folder on the host, the same for every release
+    # (deploy/secretfiles.py); the manifest keeps one digest of them all
+    doc, secret_files = with_secret_files(
+        environments(config), secret_variables(config), layout.root
+    )
     files = {
         COMPOSE_FILE: compose_text.encode(),
         ".env": rel.dotenv(compose_variables_env(config, compose_text, images, layout)).encode(),
-        "services.env.yml": render_services_env(environments).encode(),
+        "services.env.yml": render_compose_doc(doc).encode(),
     }
+    files.update({f.path: f.content for f in secret_files})
     files.update(monitoring_files(config, host, server_names(config)[0], stack_ca(config)))
     for name, text in render_nginx(nginx_settings(config)).items():
         files[f"nginx/{name}"] = text.encode()

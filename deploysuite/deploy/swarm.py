@@ -26,11 +26,10 @@ from typing import Any
 
 import yaml
 
-from deploysuite.config.layers import Config, for_service
+from deploysuite.config.layers import Config
 from deploysuite.config.service_env import (
-    SERVICE_VARIABLES,
+    environments,
     render_services_env,
-    service_environment,
 )
 from deploysuite.config.session import Session
 from deploysuite.core import commands
@@ -110,16 +109,13 @@ def render_release(
     """The release's stack from compose's own reading of the one compose file."""
     config = s.config
     compose_text = (config.root / COMPOSE_FILE).read_text(encoding="utf-8")
-    environments = {
-        service: service_environment(for_service(config, service), service)
-        for service in SERVICE_VARIABLES
-    }
+    envs = environments(config)  # values: render_stack turns each secret into a Swarm secret
     local = Runner(s.events, s.runner.masker)  # reading compose's model changes nothing
     tls_dir = deploy_paths(config).tls_dir
     prepare_tls(local, config, tls_dir)
     with tempfile.TemporaryDirectory(prefix="swarm-render-") as scratch:
         root = Path(scratch)
-        (root / "services.env.yml").write_text(render_services_env(environments))
+        (root / "services.env.yml").write_text(render_services_env(envs))
         (root / "services.env.yml").chmod(0o600)
         swarm_nginx = nginx_settings(config)
         settings = type(swarm_nginx)(**{**swarm_nginx.__dict__, "resolver": "127.0.0.11",

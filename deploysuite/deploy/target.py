@@ -79,6 +79,8 @@ def upload(runner: Runner, folder: str, files: Mapping[str, bytes]) -> None:
     runner.run(Command(("mkdir", "-p", "-m", "0700", *dirs)))
     for name, data in sorted(files.items()):
         mode = 0o600 if Path(name).name in rel.SECRET_FILES else 0o644
+        if name.startswith(rel.SECRETS_FOLDER):
+            mode = 0o400
         runner.put(data, f"{folder}/{name}", mode)
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from deploysuite.config.layers import load_config
-from deploysuite.config.service_env import render_services_env
+from deploysuite.config.service_env import render_compose_doc, with_secret_files
+from deploysuite.core.files import write_secret_file
 from deploysuite.engines.stack import SERVICE_IMAGE_VARS
 from deploysuite.images.build import images_file, read_images_file
 from deploysuite.monitoring.rules import AlertThresholds, render_rules
@@ -93,8 +94,17 @@ class BackupStack:
             NGINX_RENDERED_DIR="/nonexistent", TLS_DIR="/nonexistent",
         )  # fmt: skip
         self.env = env
+        # as a deploy writes them: the secrets as files for their readers (the agent reads
+        # POSTGRES_PASSWORD_FILE, PostgreSQL its own), the rest in the generated compose file
+        doc, files = with_secret_files(
+            {"backup": self.backup_env, "postgres": {"POSTGRES_PASSWORD": password}},
+            {"POSTGRES_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "NOTIFY_WEBHOOK_URL"},
+            str(tmp),
+        )
+        for f in files:
+            write_secret_file(tmp / f.path, f.content, f.owner)
         services_env = tmp / "services.env.yml"
-        services_env.write_text(render_services_env({"backup": self.backup_env}))
+        services_env.write_text(render_compose_doc(doc))
         override = tmp / "test-override.yml"
         override.write_text(
             "services:\n"

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import BackgroundLoad
+from deploysuite.config.layers import load_config
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.core.ssh import Host, SshConnection
@@ -272,8 +273,17 @@ def test_first_deploy_ships_a_release_and_passes_smoke(remote, ssh_host):
     for name in (".env", "services.env.yml"):
         assert (folder / name).stat().st_mode & 0o777 == 0o600
     dotenv = (folder / ".env").read_text()
-    assert "AUTH_TOKEN_SECRET" not in dotenv  # only what compose itself interpolates
-    assert "POSTGRES_PASSWORD=" in dotenv
+    # only what compose itself interpolates, and no secret: those are files of their readers
+    config = load_config("loopback", process_env=remote.env)
+    values = [config.get(s.name) or "" for s in config.schema.values() if s.is_secret]
+    values = [v for v in values if len(v) >= 8]
+    assert "POSTGRES_PASSWORD" not in dotenv and "AUTH_TOKEN_SECRET" not in dotenv
+    generated = (folder / "services.env.yml").read_text()
+    assert values and not [v for v in values if v in dotenv or v in generated]
+    secret = Path(remote.env_dir) / "secrets" / "auth" / "postgres_password"
+    assert (secret.stat().st_mode & 0o777, secret.stat().st_uid) == (0o400, 1001)
+    assert secret.read_text() == config.get("POSTGRES_PASSWORD")
+    assert (secret.parent.parent.stat().st_mode & 0o777) == 0o700
     # the registry login lived in the release's own folder for the pulls only
     assert not (folder / "docker-config").exists()
     assert not user_config.exists() or not json.loads(user_config.read_text()).get("auths")

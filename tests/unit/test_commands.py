@@ -70,3 +70,14 @@ def test_rootfs_cache_cleanup_stays_inside_the_rootfs():
         "find", "/b/rootfs/var/lib/apt/lists", "/b/rootfs/var/cache/apt",
         "-mindepth", "1", "-delete",
     )  # fmt: skip
+
+
+def test_secret_files_are_handed_over_by_a_container_with_two_capabilities():
+    argv = commands.chown_secrets(
+        "img:1", "/srv/r", {"secrets/auth/pw": "1001:1001", "secrets/a b/x": "0:0"}
+    )
+    assert argv[:13] == ("docker", "run", "--rm", "--network", "none", "--user", "0:0",
+                         "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add",
+                         "DAC_READ_SEARCH")  # fmt: skip
+    assert "/srv/r:/s" in argv
+    assert argv[-1] == "chown 0:0 /s/'secrets/a b/x' && chown 1001:1001 /s/secrets/auth/pw"

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from deploysuite.config.layers import load_schema
+from deploysuite.config.service_env import STORE_SECRETS
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = r"([A-Z][A-Z0-9_]{2,})"
@@ -30,6 +31,10 @@ def variables_read() -> dict[str, set[str]]:
     for path in REPO.glob("docker-compose*.yml"):
         for name in COMPOSE_READS.findall(path.read_text(encoding="utf-8")):
             found.setdefault(name, set()).add(path.name)
+    # the stores' credentials, which the deploy hands them as files (a table, not a call)
+    for names in STORE_SECRETS.values():
+        for name in names.values():
+            found.setdefault(name, set()).add("deploysuite/config/service_env.py")
     return found
 
 

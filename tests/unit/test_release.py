@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_layout_of_an_environment_on_the_host():
 
 def test_only_the_variables_compose_interpolates_go_to_the_hosts_env_file():
     text = "image: ${AUTH_IMAGE:?x}\nenv: ${POSTGRES_PASSWORD}\nport: $${NOT_THIS}\n"
-    assert rel.compose_variables(text) == {"AUTH_IMAGE", "POSTGRES_PASSWORD", "NOT_THIS"}
+    assert rel.compose_variables(text) == {"AUTH_IMAGE", "POSTGRES_PASSWORD"}  # $$: the shell's
 
 
 def test_dotenv_quotes_values_literally_and_refuses_what_it_cannot_quote():
@@ -143,3 +144,18 @@ def test_the_summary_says_when_a_failed_release_was_left_as_is():
     )
     what = failure_exit(left).what  # type: ignore[union-attr]
     assert what.startswith("lost; the rollback failed too (host unreachable): left as is")
+
+
+def test_the_manifest_keeps_one_digest_for_all_secret_files_and_none_of_each():
+    files = {".env": b"A='1'\n", "secrets/auth/postgres_password": b"s3cr3t-one",
+             "secrets/chat/postgres_password": b"s3cr3t-one"}  # fmt: skip
+    m = rel.manifest(release_id="20261125T201502Z-aaaa111", env="staging", git_sha="aaaa111",
+                     images={}, files=files, deployed_by="me", ci_run_url="", previous=None,
+                     started=NOW)  # fmt: skip
+    assert set(m["files"]) == {".env", "secrets/"}
+    assert rel.sha256(b"s3cr3t-one") not in json.dumps(m)
+    other = {**files, "secrets/chat/postgres_password": b"s3cr3t-two"}
+    m2 = rel.manifest(release_id="20261125T201502Z-aaaa111", env="staging", git_sha="aaaa111",
+                      images={}, files=other, deployed_by="me", ci_run_url="", previous=None,
+                      started=NOW)  # fmt: skip
+    assert m2["content"] != m["content"]  # a changed secret is a changed release
