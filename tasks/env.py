@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import time
+
 from invoke import Collection
 
-from deploysuite.cli import task
+from deploysuite.cli import confirm, task
 from deploysuite.config.envcheck import check_config, missing_generated_secrets, write_secrets
 from deploysuite.config.layers import load_config, parse_cli_overrides
-from deploysuite.core.errors import ChecksFailed
+from deploysuite.config.session import session
+from deploysuite.core.errors import ChecksFailed, SuiteError
 from deploysuite.core.events import Events
+from deploysuite.deploy import rotate as rotate_mod
+from deploysuite.deploy.local import deploy_local
+from deploysuite.deploy.lock import new_info
+from deploysuite.deploy.remote import deploy_remote
+from deploysuite.deploy.target import audit, connect
+from deploysuite.engines.hosts import deploy_engine
 
 SERVICE_HELP = "Also apply this service's override file (services/<name>/env/<env>.env)."
 
@@ -83,4 +94,80 @@ def show(c, env="local", service=None, show_values=False, json=False, set_=None)
     )
 
 
-ns = Collection("env", check, secrets, show)
+@task(
+    iterable=["secret"],
+    help={
+        "secret": "A secret to rotate (repeatable); default: every one this command rotates "
+        "that the environment uses.",
+        "dry_run": "Print the plan and the commands (values masked); change nothing.",
+        "yes": "Do not ask for confirmation on production (CI).",
+        "force": "Rotate AUTH_TOKEN_SECRET again within a token's lifetime (logs out the users "
+        "whose tokens the key before it signed).",
+        "wait_timeout": "Seconds the deploy waits for each new container to become healthy.",
+    },
+)
+def rotate(c, env="local", secret=None, dry_run=False, json=False, verbose=False, yes=False,
+           force=False, wait_timeout=300):  # fmt: skip
+    """Rotate secrets: into the store, the secrets file, then the services; put back on failure.
+
+    Each new value goes into the store that checks it first, then into the secrets file, then
+    to the services that read it (a rolling deploy, no request dropped); if a step fails, the
+    earlier ones are put back. Remote environments record it in their audit log."""
+    s = session(env, dry_run=dry_run, json=json, verbose=verbose)
+    if env != "local" and deploy_engine(s.config) == "swarm":
+        raise SuiteError(
+            f"inv env.rotate does not run on a Swarm environment yet ('{env}')",
+            "change the value in the store by hand, then in the secrets file, then inv deploy",
+        )
+    rotations = rotate_mod.plan(s.config, secret or [])
+    if env == "production" and not dry_run:
+        confirm(f"rotate {', '.join(r.name for r in rotations)} on production", "production",
+                yes=yes)  # fmt: skip
+
+    def redeploy() -> BaseException | None:
+        again = session(env, json=json, verbose=verbose)
+        try:
+            if env == "local":
+                outcome = deploy_local(again, wait_timeout=int(wait_timeout))
+                failed = [r.check for r in outcome.smoke if not r.ok]
+                if outcome.failure is None and failed:
+                    return ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
+                                        f"inv logs --env={env} --service NAME")  # fmt: skip
+                return outcome.failure
+            return deploy_remote(again, wait_timeout=int(wait_timeout)).failure
+        except SuiteError as exc:
+            return exc
+
+    started = time.monotonic()
+    failure: BaseException | None = None
+    rows: list[dict[str, str]] = []
+    try:
+        rows = rotate_mod.rotate(s, rotations, rotate_mod.host_of(s, connect), redeploy,
+                                 force=force)  # fmt: skip
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if not dry_run and env != "local":
+            record_rotation(s, rotations, failure, time.monotonic() - started)
+    s.events.result(rows, rotate_mod.COLUMNS,
+                    title=f"{'planned' if dry_run else 'rotated'} in environment '{env}':",
+                    extra={"env": env, "dry_run": dry_run})  # fmt: skip
+
+
+def record_rotation(s, rotations, failure, seconds: float) -> None:
+    """The audit log of the environment's host: which secrets (never a value), who, outcome."""
+    try:
+        with connect(s) as t:
+            audit(t, {
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "action": "rotate", "release": "", "changed": [r.name for r in rotations],
+                "outcome": "rotated" if failure is None else "failed",
+                "by": new_info("rotate", dt.datetime.now(dt.UTC), os.environ).owner,
+                "detail": f"{seconds:.1f} s" if failure is None else str(failure)[:300],
+            })  # fmt: skip
+    except SuiteError as exc:
+        s.events.warn(f"the rotation could not be written to the audit log: {exc}")
+
+
+ns = Collection("env", check, secrets, show, rotate)

@@ -138,7 +138,42 @@ def find_drift(runner: Runner, config: Config) -> list[Drift]:
                 f"one in the store first: docker exec -it {running['rabbitmq']} rabbitmqctl "
                 f"change_password {user} NEW"
             )))  # fmt: skip
+    if "redis" in running and config.get("REDIS_PASSWORD"):
+        user = config.get("REDIS_USER") or "mysaaschat"
+        argv = redis_cli_argv(running["redis"], "ACL", "GETUSER", user)
+        result = runner.run(Command(argv, mutates=False, timeout=60), check=False)
+        stored = redis_password_hashes(result.stdout) if result.ok else None
+        wanted = hashlib.sha256(config.require("REDIS_PASSWORD").encode()).hexdigest()
+        if stored is not None and wanted not in stored:
+            found.append(Drift("Redis", "REDIS_PASSWORD", (
+                f"put the password Redis runs with back in REDIS_PASSWORD ({where}) and get a "
+                f"new one with inv env.rotate --env={config.env} --secret REDIS_PASSWORD"
+            )))  # fmt: skip
     return found
+
+
+# redis-cli in Redis' container, logged in as the stack's user with the password Redis was
+# started with (its file; a rotation adds the new one beside it), the command from "$@"
+REDIS_CLI = ('REDISCLI_AUTH="${REDIS_PASSWORD:-$(cat "${REDIS_PASSWORD_FILE:-/dev/null}")}" '
+             'exec redis-cli --user "$REDIS_USER" --no-auth-warning "$@"')  # fmt: skip
+
+
+def redis_cli_argv(container: str, *args: str) -> tuple[str, ...]:
+    return ("docker", "exec", container, "sh", "-c", REDIS_CLI, "sh", *args)
+
+
+def redis_password_hashes(output: str) -> set[str] | None:
+    """The SHA-256 hashes in `ACL GETUSER`'s reply (redis-cli's plain output: one field a line,
+    the hashes after "passwords"); None when the reply is not one (a refused log-in)."""
+    lines = [line.strip() for line in output.splitlines()]
+    if "passwords" not in lines:
+        return None
+    hashes = set()
+    for line in lines[lines.index("passwords") + 1 :]:
+        if len(line) != 64 or any(c not in "0123456789abcdef" for c in line):
+            break
+        hashes.add(line)
+    return hashes
 
 
 def refuse_drift(runner: Runner, drifts: list[Drift], env_name: str) -> None:

@@ -6,6 +6,7 @@ The stack runs under its own compose project and ports, so it never touches anot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from deploysuite.config.layers import load_config
 from deploysuite.core.events import Events
 from deploysuite.core.runner import Runner
 from deploysuite.edge import tls
@@ -278,14 +280,40 @@ def test_redis_answers_only_its_acl_user_and_no_password_is_on_a_command_line(st
         return done.stdout.strip()
 
     login = 'redis-cli --user "$REDIS_USER" --no-auth-warning ping'
-    assert in_redis(f'REDISCLI_AUTH="$REDIS_PASSWORD" {login}') == "PONG"
+    assert in_redis(f'REDISCLI_AUTH="$(cat "$REDIS_PASSWORD_FILE")" {login}') == "PONG"
     assert "WRONGPASS" in in_redis(f"REDISCLI_AUTH=wrong {login}")
     assert "NOAUTH" in in_redis("redis-cli ping")  # the passwordless default user is off
-    password = in_redis("printenv REDIS_PASSWORD")
+    password = in_redis('cat "$REDIS_PASSWORD_FILE"')
     assert len(password) >= 32
     pid = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", redis],
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert password not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+
+
+def test_no_secret_value_is_in_docker_inspect_and_each_file_is_its_readers_alone(stack):
+    config = load_config("local", process_env=stack.env)
+    values = {s.name: config.get(s.name) for s in config.schema.values() if s.is_secret}
+    values = {k: v for k, v in values.items() if v and len(v) >= 8}
+    assert {"POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD"} <= set(values)
+    containers = stack.containers()
+    assert set(containers) >= SERVICES
+    inspect = subprocess.run(["docker", "inspect", *containers.values()], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert [k for k, v in values.items() if v in inspect] == []
+    # the files: 0400, owned by the user that reads them, holding the environment's value
+    expected = {
+        ("auth", "/run/secrets/postgres_password"): ("400 1001", "POSTGRES_PASSWORD"),
+        ("postgres", "/run/secrets/postgres_password"): ("400 0", "POSTGRES_PASSWORD"),
+        ("chat", "/run/secrets/redis_password"): ("400 1001", "REDIS_PASSWORD"),
+        ("rabbitmq", "/etc/rabbitmq/conf.d/20-default-user.conf"): ("400 999", "RABBITMQ_PASSWORD"),
+    }
+    for (service, path), (mode_owner, key) in expected.items():
+        done = subprocess.run(["docker", "exec", "--user", "0", containers[service], "sh", "-c",
+                               f'stat -c "%a %u" {path} && cat {path}'],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        first, _, content = done.stdout.partition("\n")
+        assert first == mode_owner, (service, path, done.stdout[:20], done.stderr)
+        assert values[key] in content, (service, path)
 
 
 def test_second_deploy_changes_nothing(stack):
@@ -401,6 +429,99 @@ def test_rolling_deploy_drops_no_request(stack):
         capture_output=True, text=True, check=True,
     ).stdout)  # fmt: skip
     assert [s["comment"] for s in active if "inv deploy" in s["comment"]] == []
+
+
+ROTATED = ("POSTGRES_PASSWORD", "MONITORING_DB_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD",
+           "AUTH_TOKEN_SECRET")  # fmt: skip
+
+
+def secret_values(stack) -> dict[str, str]:
+    config = load_config("local", process_env=stack.env)
+    return {name: config.get(name) or "" for name in (*ROTATED, "AUTH_TOKEN_SECRET_PREVIOUS")}
+
+
+def log_in(stack) -> str:
+    """A user's token, signed with the key AUTH_TOKEN_SECRET holds now."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(stack.build_dir / "tls" / "ca.pem"))
+    creds = json.dumps({"email": f"rot-{secrets.token_hex(4)}@example.com",
+                        "password": secrets.token_urlsafe(16)}).encode()  # fmt: skip
+    for path in ("/api/auth/register", "/api/auth/login"):
+        request = urllib.request.Request(f"https://localhost:{stack.https}{path}", data=creds,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+            body = json.loads(r.read())
+    return body["token"]
+
+
+def me(stack, token: str) -> int:
+    import ssl
+    import urllib.error
+
+    context = ssl.create_default_context(cafile=str(stack.build_dir / "tls" / "ca.pem"))
+    request = urllib.request.Request(f"https://localhost:{stack.https}/api/auth/me",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_rotation_that_cannot_finish_puts_every_value_back_and_drops_no_request(stack):
+    """A deploy that cannot finish (new containers get one second to become healthy): the
+    stores take their old passwords back, the secrets file its old text, the old containers
+    kept serving throughout."""
+    before = secret_values(stack)
+    text = (REPO / "environments" / "local" / "secrets.env").read_text()
+    with Load(stack) as load:
+        time.sleep(1)
+        result = stack.inv("env.rotate", "--env=local", "--wait-timeout=1")
+        time.sleep(1)
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert "the stores and the secrets file get the old values back" in result.stderr
+    assert (REPO / "environments" / "local" / "secrets.env").read_text() == text
+    assert secret_values(stack) == before
+    assert len(load.results) > 50 and load.failures == []
+    # the stores accept the old values again: a deploy finds no drift and nothing to change
+    again = stack.inv("deploy", "--env=local", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] == {}, again.stderr[-2000:]
+
+
+def test_rotation_under_load_drops_no_request_and_old_tokens_still_verify(stack):
+    before = secret_values(stack)
+    token = log_in(stack)
+    with Load(stack) as load:
+        time.sleep(1)
+        result = stack.inv("env.rotate", "--env=local", "--json")
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["secret"]: r["result"] for r in json.loads(result.stdout)["rows"]}
+    assert rows == dict.fromkeys(ROTATED, "rotated")
+    after = secret_values(stack)
+    assert all(after[n] and after[n] != before[n] for n in ROTATED)
+    assert after["AUTH_TOKEN_SECRET_PREVIOUS"] == before["AUTH_TOKEN_SECRET"]
+    assert not [v for v in after.values() if v in result.stdout + result.stderr]  # masked
+    assert len(load.results) > 100
+    assert load.failures == []
+    # a token signed with the key before still verifies, and a new log-in works
+    assert me(stack, token) == 200
+    assert me(stack, log_in(stack)) == 200
+    # every store holds the new value (no drift, nothing to change), Redis the new one alone
+    again = stack.inv("deploy", "--env=local", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] == {}, again.stderr[-2000:]
+    redis = stack.containers()["redis"]
+    acl = subprocess.run(["docker", "exec", redis, "sh", "-c",
+                          'REDISCLI_AUTH="$(cat "$REDIS_PASSWORD_FILE")" redis-cli --user '
+                          '"$REDIS_USER" --no-auth-warning ACL GETUSER "$REDIS_USER"'],
+                         capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+    hashes = [line for line in acl.split() if len(line) == 64]
+    assert hashes == [hashlib.sha256(after["REDIS_PASSWORD"].encode()).hexdigest()]
+    # a second rotation of the token key within a token's lifetime is refused, changing nothing
+    refused = stack.inv("env.rotate", "--env=local", "--secret", "AUTH_TOKEN_SECRET")
+    assert refused.returncode != 0 and "less than a token's lifetime ago" in refused.stderr
+    assert secret_values(stack) == after
 
 
 def test_broken_release_rolls_back_while_the_old_version_serves(stack):

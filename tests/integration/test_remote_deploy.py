@@ -487,6 +487,36 @@ def test_a_password_rabbitmq_does_not_hold_stops_the_deploy_before_any_change(re
     assert remote.current() == current and remote.containers() == before
 
 
+def test_rotation_over_ssh_changes_the_stores_then_the_services_without_a_failed_request(remote):
+    secrets_file = REPO / "environments" / "loopback" / "secrets.env"
+    before = load_config("loopback", process_env=remote.env)
+    with remote.load() as background:
+        time.sleep(1)
+        result = remote.inv("env.rotate", "--env=loopback", "--secret", "POSTGRES_PASSWORD",
+                            "--secret", "RABBITMQ_PASSWORD", "--json")  # fmt: skip
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {r["secret"]: r["result"] for r in json.loads(result.stdout)["rows"]}
+    assert rows == {"POSTGRES_PASSWORD": "rotated", "RABBITMQ_PASSWORD": "rotated"}
+    report = background.report
+    assert report["requests"] > 100 and report["messages_sent"] > 20, report
+    assert no_failure(report), (report["failures"], report["samples"])
+    after = load_config("loopback", process_env=remote.env)
+    for name in ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD"):
+        new = after.get(name) or ""
+        assert new and new != before.get(name)
+        assert new not in result.stdout + result.stderr and new in secrets_file.read_text()
+    # the host's files hold the new value; the stores accept it (no drift: nothing to do)
+    on_host = Path(remote.env_dir) / "secrets" / "auth" / "postgres_password"
+    assert on_host.read_text() == after.get("POSTGRES_PASSWORD")
+    again = remote.deploy("--no-smoke")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-3000:]
+    audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
+    rotated = [r for r in audit if r.get("action") == "rotate"]
+    assert rotated and rotated[-1]["outcome"] == "rotated"
+    assert rotated[-1]["changed"] == ["POSTGRES_PASSWORD", "RABBITMQ_PASSWORD"]
+
+
 def test_a_concurrent_deploy_is_refused_with_the_holders_details(remote, ssh_host):
     host = Host("app1", "127.0.0.1", ssh_host.known_hosts, ssh_host.port, ssh_host.user,
                 ssh_host.key_file)  # fmt: skip

@@ -13,6 +13,8 @@ from deploysuite.deploy.drift import (
     postgres_matches,
     rabbit_matches,
     rabbit_user_hash,
+    redis_cli_argv,
+    redis_password_hashes,
     scram_matches,
     verifier_sql,
 )
@@ -67,3 +69,15 @@ def test_the_role_name_cannot_break_out_of_the_query():
     assert verifier_sql("a'; DROP TABLE x; --") == (
         "SELECT rolpassword FROM pg_authid WHERE rolname = 'a; DROP TABLE x; --'"
     )
+
+
+def test_redis_password_hashes_are_read_from_acl_getuser():
+    a, b = "a" * 64, "0123456789abcdef" * 4
+    reply = f"flags\non\nsanitize-payload\npasswords\n{a}\n{b}\ncommands\n+@all\nkeys\n~*\n"
+    assert redis_password_hashes(reply) == {a, b}
+    assert redis_password_hashes("flags\non\npasswords\ncommands\n+@all\n") == set()
+    assert redis_password_hashes("WRONGPASS invalid username-password pair\n") is None
+    argv = redis_cli_argv("r-1", "ACL", "GETUSER", "app")
+    assert argv[:5] == ("docker", "exec", "r-1", "sh", "-c") and argv[-4:] == (
+        "sh", "ACL", "GETUSER", "app")  # fmt: skip
+    assert "REDIS_PASSWORD_FILE" in argv[5]  # the password comes from inside the container
