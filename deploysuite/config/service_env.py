@@ -142,6 +142,7 @@ READ_ONCE = ("postgres", "redis", "rabbitmq", "mongodb")
 READERS: Mapping[str, str] = {
     "postgres": "0:0", "redis": "0:0", "mongodb": "0:0", "rabbitmq": "999:999",
     "backup": "999:999", "postgres-exporter": "65534:65534", "redis-exporter": "65534:65534",
+    "nginx": "101:101",  # the edge's private key (deploysuite/deploy/secretfiles.py)
 }  # fmt: skip
 SERVICE_USER = "1001:1001"
 SECRETS_TARGET = "/run/secrets"

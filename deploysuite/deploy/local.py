@@ -206,6 +206,8 @@ def prepare_tls(runner: Runner, config: Config, tls_dir: Path) -> str:
     if not (tls_dir / tls.CA_CERT).exists():
         runner.run(Command(tls.local_ca_argv(tls_dir)))
     if state != "kept":
+        # a key handed to nginx's user is no longer this user's to overwrite: a new file
+        runner.run(Command(("rm", "-f", str(tls_dir / tls.KEY))))
         runner.run(Command(tls.leaf_request_argv(tls_dir, server_names(config))))
         runner.run(Command(tls.leaf_sign_argv(tls_dir, secrets.token_hex(16))))
         runner.run(Command(("rm", "-f", str(tls_dir / tls.CSR))))
@@ -432,6 +434,7 @@ def prepare_edge(runner: Runner, config: Config, paths: DeployPaths) -> str:
     """The certificate and nginx's rendered files; what nginx then needs: none, reload or
     restart (a new certificate is read on reload)."""
     tls_state = prepare_tls(runner, config, paths.tls_dir)
+    secretfiles.hand_key_to_nginx(runner, str(paths.tls_dir), chown_image(config), local=True)
     nginx_action = apply_action(render(runner, config, paths.nginx_dir), paths.nginx_dir)
     return "reload" if tls_state != "kept" and nginx_action == "none" else nginx_action
 

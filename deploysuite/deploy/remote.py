@@ -301,6 +301,8 @@ def ship(s: Session, t: Target, plan: ReleasePlan, options: RolloutOptions) -> R
                 t.runner, t.layout.root, secret_files, sorted(images.values())[0]
             )
             events.info(f"  {len(secrets_change.changed)} of {len(secret_files)} changed")
+            secretfiles.hand_key_to_nginx(t.runner, t.layout.tls, sorted(images.values())[0],
+                                          local=False)  # fmt: skip
         outcome = RemoteOutcome(release_id, "deployed", previous=current)
         try:
             policy = options.bake

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploysuite.config.service_env import SecretFile, reader_of
+from deploysuite.config.service_env import READERS, SecretFile, reader_of
 from deploysuite.core import commands
 from deploysuite.core.files import secret_folders, write_private, write_secret_file
 from deploysuite.core.runner import Command, Runner
@@ -157,3 +157,32 @@ def put_back_on_host(runner: Runner, root: str, change: HostChange) -> None:
 
 def forget_previous_on_host(runner: Runner, root: str) -> None:
     runner.run(Command(("rm", "-rf", f"{root}/secrets/{ASIDE}")), check=False)
+
+
+# The edge's private key: nginx runs as its own user (101), which must read it. The TLS folder
+# stays the deploy user's, 0711 (nginx opens its files by name and lists nothing).
+NGINX_KEY = "privkey.pem"
+
+
+def nginx_key_argv(tls_dir: str) -> tuple[str, ...]:
+    return ("stat", "-c", "%u:%g", f"{tls_dir}/{NGINX_KEY}")
+
+
+def hand_key_to_nginx(runner: Runner, tls_dir: str, image: str, local: bool) -> None:
+    """privkey.pem to nginx's user, unless it is already; `local`: this machine, where root
+    chowns it itself."""
+    owner = READERS["nginx"]
+    if runner.dry_run:
+        runner.events.command(f"[{runner.host}] hand {tls_dir}/{NGINX_KEY} to {owner}",
+                              run=False)  # fmt: skip
+        return
+    runner.run(Command(("chmod", "0711", tls_dir)))
+    now = runner.run(Command(nginx_key_argv(tls_dir), mutates=False), check=False)
+    if not now.ok or now.stdout.strip() == owner:
+        return
+    if local and os.geteuid() == 0:
+        uid, _, gid = owner.partition(":")
+        os.chown(Path(tls_dir) / NGINX_KEY, int(uid), int(gid))
+        return
+    runner.run(Command(commands.chown_secrets(image, tls_dir, {NGINX_KEY: owner}), timeout=120),
+               fix="the engine must run the image the release pulled")  # fmt: skip

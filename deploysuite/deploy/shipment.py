@@ -96,18 +96,21 @@ def upload_tls(t: Target) -> str:
         )
         return state
     files = {n: (local / n).read_bytes() for n in names}
-    sums = t.runner.run(
-        Command(("sh", "-c", 'cd "$1" 2>/dev/null && sha256sum -- *', "sh", t.layout.tls),
-                mutates=False), check=False,
-    ).stdout  # fmt: skip
+    # what was uploaded last (the key, handed to nginx's user, is not the deploy user's to read)
+    script = 'cd "$1" 2>/dev/null && { cat .uploaded.sha256 2>/dev/null || sha256sum -- *; }'
+    sums = t.runner.run(Command(("sh", "-c", script, "sh", t.layout.tls), mutates=False),
+                        check=False).stdout  # fmt: skip
     remote = {line.split()[-1]: line.split()[0] for line in sums.splitlines() if line.strip()}
     changed = {n: d for n, d in files.items() if remote.get(n) != rel.sha256(d)}
     if changed:
-        # the deploy user's alone: nginx's master reads it as root with DAC_READ_SEARCH
-        t.runner.run(Command(("mkdir", "-p", "-m", "0700", t.layout.tls)))
-        t.runner.run(Command(("chmod", "0700", t.layout.tls)))
+        # the deploy user's; others may only traverse it (nginx, uid 101, opens its files by
+        # name; the key is handed to that user after the pulls: deploy/secretfiles.py)
+        t.runner.run(Command(("mkdir", "-p", "-m", "0711", t.layout.tls)))
+        t.runner.run(Command(("chmod", "0711", t.layout.tls)))
         for name, data in changed.items():
             t.runner.put(data, f"{t.layout.tls}/{name}", 0o600 if name == KEY else 0o644)
+        listing = "".join(f"{rel.sha256(files[n])}  {n}\n" for n in sorted(files))
+        t.runner.put(listing.encode(), f"{t.layout.tls}/.uploaded.sha256", 0o600)
     return f"{state}, {'uploaded ' + ', '.join(changed) if changed else 'same on the host'}"
 
 

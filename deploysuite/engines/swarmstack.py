@@ -255,7 +255,8 @@ def render_mounts(
             if base in opts.secret_file_names:
                 obj = object_name(opts.project, base, content)
                 secrets[obj] = content
-                secret_refs.append({"source": obj, "target": target, "uid": "0", "gid": "0",
+                uid, gid = owner(service)  # nginx's own user reads its key
+                secret_refs.append({"source": obj, "target": target, "uid": uid, "gid": gid,
                                     "mode": 0o400})  # fmt: skip
             else:
                 obj = object_name(opts.project, base, content)

@@ -308,12 +308,36 @@ def test_no_secret_value_is_in_docker_inspect_and_each_file_is_its_readers_alone
         ("rabbitmq", "/etc/rabbitmq/conf.d/20-default-user.conf"): ("400 999", "RABBITMQ_PASSWORD"),
     }
     for (service, path), (mode_owner, key) in expected.items():
-        done = subprocess.run(["docker", "exec", "--user", "0", containers[service], "sh", "-c",
+        reader = mode_owner.split()[1]  # as the reader (root has no capability to read it)
+        done = subprocess.run(["docker", "exec", "--user", reader, containers[service], "sh", "-c",
                                f'stat -c "%a %u" {path} && cat {path}'],
                               capture_output=True, text=True, timeout=30)  # fmt: skip
         first, _, content = done.stdout.partition("\n")
         assert first == mode_owner, (service, path, done.stdout[:20], done.stderr)
         assert values[key] in content, (service, path)
+
+
+def test_nginx_master_and_workers_run_as_nginx_with_no_capability(stack):
+    nginx = stack.containers()["nginx"]
+    pid = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", nginx],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "nginx: master process" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert uids == ["101"] * 4
+    effective = next(line for line in status.splitlines() if line.startswith("CapEff:"))
+    assert effective.split()[1] == "0" * 16
+    workers = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
+    assert workers
+    for worker in workers:
+        line = next(x for x in Path(f"/proc/{worker}/status").read_text().splitlines()
+                    if x.startswith("Uid:"))  # fmt: skip
+        assert line.split()[1:] == ["101"] * 4
+    key = subprocess.run(
+        ["docker", "exec", nginx, "stat", "-c", "%a %u", "/etc/nginx/tls/privkey.pem"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert key in ("600 101", "400 101")
 
 
 def test_second_deploy_changes_nothing(stack):

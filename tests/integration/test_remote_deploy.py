@@ -492,8 +492,10 @@ def test_rotation_over_ssh_changes_the_stores_then_the_services_without_a_failed
     before = load_config("loopback", process_env=remote.env)
     with remote.load() as background:
         time.sleep(1)
+        # the live release's LOG_LEVEL (the tests after this one expect the stack as it was)
         result = remote.inv("env.rotate", "--env=loopback", "--secret", "POSTGRES_PASSWORD",
-                            "--secret", "RABBITMQ_PASSWORD", "--json")  # fmt: skip
+                            "--secret", "RABBITMQ_PASSWORD", "--json",
+                            LOG_LEVEL="WARNING")  # fmt: skip
         time.sleep(1)
     assert result.returncode == 0, result.stderr[-4000:]
     rows = {r["secret"]: r["result"] for r in json.loads(result.stdout)["rows"]}
@@ -509,7 +511,7 @@ def test_rotation_over_ssh_changes_the_stores_then_the_services_without_a_failed
     # the host's files hold the new value; the stores accept it (no drift: nothing to do)
     on_host = Path(remote.env_dir) / "secrets" / "auth" / "postgres_password"
     assert on_host.read_text() == after.get("POSTGRES_PASSWORD")
-    again = remote.deploy("--no-smoke")
+    again = remote.deploy("--no-smoke", "--set", "LOG_LEVEL=WARNING")
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr[-3000:]
     audit = json.loads(remote.inv("audit", "--env=loopback", "--json").stdout)["records"]
     rotated = [r for r in audit if r.get("action") == "rotate"]
