@@ -124,17 +124,20 @@ def rotate(c, env="local", secret=None, dry_run=False, json=False, verbose=False
         confirm(f"rotate {', '.join(r.name for r in rotations)} on production", "production",
                 yes=yes)  # fmt: skip
 
-    def redeploy() -> BaseException | None:
+    def redeploy(putting_back: bool) -> BaseException | None:
+        # putting back: the services that already took the new value must return to the old
+        # one whatever stopped the first deploy, so the default wait, not a shortened one
+        wait = max(int(wait_timeout), 300) if putting_back else int(wait_timeout)
         again = session(env, json=json, verbose=verbose)
         try:
             if env == "local":
-                outcome = deploy_local(again, wait_timeout=int(wait_timeout))
+                outcome = deploy_local(again, wait_timeout=wait)
                 failed = [r.check for r in outcome.smoke if not r.ok]
                 if outcome.failure is None and failed:
                     return ChecksFailed(f"smoke checks failed: {', '.join(failed)}",
                                         f"inv logs --env={env} --service NAME")  # fmt: skip
                 return outcome.failure
-            return deploy_remote(again, wait_timeout=int(wait_timeout)).failure
+            return deploy_remote(again, wait_timeout=wait).failure
         except SuiteError as exc:
             return exc
 

@@ -242,13 +242,14 @@ def rotate(
     s: Session,
     rotations: Sequence[Rotation],
     host: Callable[[], AbstractContextManager[Runner]],
-    deploy: Callable[[], BaseException | None],
+    deploy: Callable[[bool], BaseException | None],
     *,
     force: bool = False,
 ) -> list[dict[str, str]]:
     """Store, file, services; every step put back when a later one fails. Returns the rows of
-    the closing table. `host()` opens the runner on the stores' host; `deploy()` runs the
-    environment's deploy with the file as it then is and returns its failure, if any."""
+    the closing table. `host()` opens the runner on the stores' host; `deploy(putting_back)`
+    runs the environment's deploy with the file as it then is and returns its failure, if any.
+    """
     config, events = s.config, s.events
     path = config.paths.env_secrets
     before = path.read_text(encoding="utf-8") if path.exists() else ""
@@ -308,20 +309,21 @@ def rotate(
                    f"previous key verifies until {until}")  # fmt: skip
     write_private(path, set_secret_lines(before, values, comment))
     with events.step(f"deploy: the readers take the new value{'s' if len(new) > 1 else ''}"):
-        failure = deploy()
+        failure = deploy(False)
     if failure is not None:
         events.warn("the deploy failed: the stores and the secrets file get the old values "
                     "back, and a deploy returns the services to them")  # fmt: skip
         write_private(path, before)
         with host() as runner:
             undo_stores(Store(runner, config, running), done, old, new)
-        again = deploy()
-        for row in rows:
-            row["result"] = (
-                "put back"
-                if again is None
-                else "put back in the stores; services: see the table above"
-            )
+        again = deploy(True)
+        if again is None:
+            events.info("put back: the stores, the secrets file and the services have the old "
+                        "values again")  # fmt: skip
+        else:
+            events.warn(f"the deploy that puts the services back failed too ({again}): some may "
+                        "run with a value the stores no longer accept; inv status --env="
+                        f"{config.env}, then inv deploy --env={config.env}")  # fmt: skip
         raise failure
     with host() as runner:
         for r in rotations:

@@ -504,8 +504,8 @@ def me(stack, token: str) -> int:
 
 def test_a_rotation_that_cannot_finish_puts_every_value_back_and_drops_no_request(stack):
     """A deploy that cannot finish (new containers get one second to become healthy): the
-    stores take their old passwords back, the secrets file its old text, the old containers
-    kept serving throughout."""
+    stores take their old passwords back, the secrets file its old text, and the services that
+    already took the new values are returned to the old ones, with no request failed."""
     before = secret_values(stack)
     text = (REPO / "environments" / "local" / "secrets.env").read_text()
     with Load(stack) as load:
@@ -515,6 +515,10 @@ def test_a_rotation_that_cannot_finish_puts_every_value_back_and_drops_no_reques
         time.sleep(1)
     assert result.returncode != 0, result.stderr[-3000:]
     assert "the stores and the secrets file get the old values back" in result.stderr
+    # the batches that went through before the failure are returned to the old values too
+    assert "put back: the stores, the secrets file and the services have the old values again" in (
+        result.stderr
+    )
     assert (REPO / "environments" / "local" / "secrets.env").read_text() == text
     assert secret_values(stack) == before
     assert len(load.results) > 50 and load.failures == []
