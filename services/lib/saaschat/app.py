@@ -172,6 +172,12 @@ def make_observe_middleware(ctx: ServiceContext) -> Callable[..., Awaitable[web.
             status = response.status
             if not response.prepared:
                 response.headers["X-Request-ID"] = request_id
+                if ctx.lifecycle.shutting_down:
+                    # Draining: each answer closes its connection (Connection: close), so no
+                    # idle keep-alive connection to this process is left in the proxy's pool
+                    # when the listener closes. A request the proxy sent on one at that
+                    # instant would be lost: it cannot resend a POST (a 502 to the client).
+                    response.force_close()
             return response
         except web.HTTPException as exc:
             status = exc.status

@@ -2,7 +2,8 @@
 
 On the signal:
 1. readiness turns 503 at once (/health and /health/ready), so the proxy stops routing here;
-2. the listener keeps accepting for SHUTDOWN_DRAIN_SECONDS while the proxy notices;
+2. the listener keeps accepting for SHUTDOWN_DRAIN_SECONDS while the proxy notices; every
+   answer meanwhile closes its connection, so the proxy keeps no idle one to this process;
 3. the listener closes, idle keep-alive connections close, WebSockets get a close frame
    1001 (going away), in-flight requests finish;
 4. background work stops and pools close; the process exits 0.

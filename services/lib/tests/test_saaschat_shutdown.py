@@ -48,10 +48,17 @@ async def test_graceful_shutdown_drains_finishes_in_flight_and_closes_websockets
         in_flight = asyncio.create_task(session.get(f"{base}/slow"))
         await asyncio.wait_for(started.wait(), 5)
 
+        async with aiohttp.ClientSession() as probe:
+            resp = await probe.get(f"{base}/health/live")
+            assert resp.headers.get("Connection", "").lower() != "close"  # kept alive before
         ctx.lifecycle.begin_shutdown("test")
         async with aiohttp.ClientSession() as probe:
             resp = await probe.get(f"{base}/health/ready")  # still listening while draining
             assert resp.status == 503
+            # while draining every answer ends its connection: no idle one stays pooled
+            assert resp.headers.get("Connection", "").lower() == "close"
+            resp = await probe.get(f"{base}/health/live")
+            assert resp.status == 200 and resp.headers["Connection"].lower() == "close"
 
         message = await asyncio.wait_for(ws.receive(), 5)
         assert message.type == aiohttp.WSMsgType.CLOSE
