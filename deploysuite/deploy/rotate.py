@@ -308,8 +308,13 @@ def rotate(
         comment = (f"# AUTH_TOKEN_SECRET rotated {now.isoformat(timespec='seconds')}; the "
                    f"previous key verifies until {until}")  # fmt: skip
     write_private(path, set_secret_lines(before, values, comment))
-    with events.step(f"deploy: the readers take the new value{'s' if len(new) > 1 else ''}"):
-        failure = deploy(False)
+    failure: BaseException | None
+    try:
+        with events.step(f"deploy: the readers take the new value{'s' if len(new) > 1 else ''}"):
+            failure = deploy(False)
+    except KeyboardInterrupt as exc:  # Ctrl-C: put back as for a failure (again: stop at once)
+        events.info("interrupted: putting the old values back (Ctrl-C again to stop at once)")
+        failure = exc
     if failure is not None:
         events.warn("the deploy failed: the stores and the secrets file get the old values "
                     "back, and a deploy returns the services to them")  # fmt: skip

@@ -502,23 +502,40 @@ def me(stack, token: str) -> int:
         return exc.code
 
 
-def test_a_rotation_that_cannot_finish_puts_every_value_back_and_drops_no_request(stack):
-    """A deploy that cannot finish (new containers get one second to become healthy): the
-    stores take their old passwords back, the secrets file its old text, and the services that
-    already took the new values are returned to the old ones, with no request failed."""
+def test_a_rotation_stopped_half_way_puts_every_value_back_and_drops_no_request(stack):
+    """Ctrl-C once the first batch of services runs with the new values: the stores take their
+    old passwords back, the secrets file its old text, and the services that already took the
+    new values return to the old ones, with no request failed."""
+    import signal
+
     before = secret_values(stack)
     text = (REPO / "environments" / "local" / "secrets.env").read_text()
     with Load(stack) as load:
         time.sleep(1)
-        # the live LOG_LEVEL (the rolling test's): the tests after these expect the stack as is
+        # the live LOG_LEVEL (the rolling test's): the tests after these expect the stack as is;
         # --force: a rotation of the token key by an earlier run on this machine (its secrets
         # file is the environment's) does not matter here
-        result = stack.inv("env.rotate", "--env=local", "--wait-timeout=1", "--force",
-                           LOG_LEVEL="WARNING")  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-r", str(REPO), "env.rotate", "--env=local",
+             "--force"], cwd=REPO, env={**stack.env, "LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines = []
+        deadline = time.monotonic() + 300
+        for line in process.stderr:  # the second batch starting: the first one went through
+            lines.append(line)
+            if "roll analytics" in line or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=600)
+        result = subprocess.CompletedProcess(process.args, process.returncode, out,
+                                             "".join(lines) + err)  # fmt: skip
         time.sleep(1)
+    assert "roll analytics" in "".join(lines), result.stderr[-3000:]  # stopped half-way
     assert result.returncode != 0, result.stderr[-3000:]
+    assert "interrupted: putting the old values back" in result.stderr
     assert "the stores and the secrets file get the old values back" in result.stderr
-    # the batches that went through before the failure are returned to the old values too
+    # the batch that went through before Ctrl-C is returned to the old values too
     assert "put back: the stores, the secrets file and the services have the old values again" in (
         result.stderr
     )
