@@ -23,6 +23,14 @@ from deploysuite.core.errors import ConfigError
 from deploysuite.core.runner import Command, Runner
 
 
+def scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """(StoredKey, ServerKey) of a SCRAM-SHA-256 password (RFC 5802/7677)."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    return hashlib.sha256(client_key).digest(), server_key
+
+
 def scram_matches(verifier: str, password: str) -> bool:
     """`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5802/7677)."""
     try:
@@ -31,16 +39,12 @@ def scram_matches(verifier: str, password: str) -> bool:
         stored, server = keys.split(":")
         if method != "SCRAM-SHA-256":
             return False
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(salt), int(iterations)
-        )
+        stored_key, server_key = scram_keys(password, base64.b64decode(salt), int(iterations))
     except ValueError:
         return False
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    return hmac.compare_digest(
-        hashlib.sha256(client_key).digest(), base64.b64decode(stored)
-    ) and hmac.compare_digest(server_key, base64.b64decode(server))
+    return hmac.compare_digest(stored_key, base64.b64decode(stored)) and hmac.compare_digest(
+        server_key, base64.b64decode(server)
+    )
 
 
 def postgres_matches(verifier: str, user: str, password: str) -> bool:
@@ -101,12 +105,16 @@ def running_argv(project: str) -> tuple[str, ...]:
             "--format", '{{.Label "com.docker.compose.service"}} {{.Names}}')  # fmt: skip
 
 
+def running_containers(runner: Runner, project: str, *, check: bool = False) -> dict[str, str]:
+    """service -> name of the project's running containers (one a service: the stores')."""
+    listing = runner.run(Command(running_argv(project), mutates=False, timeout=60), check=check)
+    return dict(line.split(maxsplit=1) for line in listing.stdout.splitlines() if " " in line)
+
+
 def find_drift(runner: Runner, config: Config) -> list[Drift]:
     """The running data stores of the environment's project whose stored password is not the
     environment's (read with `docker exec`: no compose file of any release is needed)."""
-    project = config.require("COMPOSE_PROJECT_NAME")
-    listing = runner.run(Command(running_argv(project), mutates=False, timeout=60), check=False)
-    running = dict(line.split(maxsplit=1) for line in listing.stdout.splitlines() if " " in line)
+    running = running_containers(runner, config.require("COMPOSE_PROJECT_NAME"))
     found = []
     where = config.paths.env_secrets
     if "postgres" in running and config.get("POSTGRES_PASSWORD"):

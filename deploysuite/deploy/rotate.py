@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +36,12 @@ from deploysuite.config.session import Session
 from deploysuite.core.errors import ConfigError, SuiteError
 from deploysuite.core.files import write_private
 from deploysuite.core.runner import Command, Runner
-from deploysuite.deploy.drift import find_drift, redis_cli_argv, running_argv
+from deploysuite.deploy.drift import (
+    find_drift,
+    redis_cli_argv,
+    running_containers,
+    scram_keys,
+)
 
 COLUMNS = ["secret", "store", "how", "readers", "result"]
 
@@ -118,10 +122,8 @@ def plan(config: Config, names: Sequence[str]) -> list[Rotation]:
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
     """PostgreSQL's stored form of a SCRAM-SHA-256 password (what `\\password` sends)."""
     salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    stored = base64.b64encode(hashlib.sha256(client_key).digest()).decode()
+    stored_key, server_key = scram_keys(password, salt, iterations)
+    stored = base64.b64encode(stored_key).decode()
     server = base64.b64encode(server_key).decode()
     return f"SCRAM-SHA-256${iterations}:{base64.b64encode(salt).decode()}${stored}:{server}"
 
@@ -275,10 +277,7 @@ def rotate(
                     f"--env={config.env} replaces the readers' containers")  # fmt: skip
     done: list[Rotation] = []
     with host() as runner:
-        listing = runner.run(Command(running_argv(config.require("COMPOSE_PROJECT_NAME")),
-                                     mutates=False, timeout=60))  # fmt: skip
-        running = dict(line.split(maxsplit=1) for line in listing.stdout.splitlines()
-                       if " " in line)  # fmt: skip
+        running = running_containers(runner, config.require("COMPOSE_PROJECT_NAME"), check=True)
         store = Store(runner, config, running)
         with events.step("the stores accept today's values"):
             drifts = find_drift(runner, config)
@@ -331,8 +330,9 @@ def rotate(
                         f"{config.env}, then inv deploy --env={config.env}")  # fmt: skip
         raise failure
     with host() as runner:
+        store = Store(runner, config, running)
         for r in rotations:
-            Store(runner, config, running).finish(r, old[r.name])
+            store.finish(r, old[r.name])
     for row in rows:
         row["result"] = "rotated"
     return rows
